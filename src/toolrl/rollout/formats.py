@@ -1,0 +1,139 @@
+"""Tool formats, as pure text logic: where generation pauses, which code runs, how its output is shown.
+
+Two formats, one per paper:
+- ``torl``: the model writes a fenced ```python block; generation pauses when the block closes (or when the model
+  itself opens an ```output block); the observation is inserted as an ```output block.
+- ``retool``: the model writes ``<code>`` ... ``</code>`` (usually around a ```python block); generation pauses at
+  ``</code>``; the observation is inserted as ``<interpreter>`` ... ``</interpreter>``; the final answer goes in
+  ``<answer>`` ... ``</answer>``.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from toolrl.sandbox.base import ExecResult
+from toolrl.types import ExecKind
+
+_PY_BLOCK = re.compile(r"```(?:python|py)[ \t]*\n(.*?)```", re.DOTALL)
+_CODE_TAG = re.compile(r"<code>(.*?)</code>", re.DOTALL)
+_INNER_FENCE = re.compile(r"^\s*```[a-zA-Z0-9_+-]*[ \t]*\n?(.*?)\n?\s*```\s*$", re.DOTALL)
+
+
+@dataclass(frozen=True)
+class ToolFormat:
+    name: str
+    call_stops: tuple[str, ...]  # stop strings that may end a code call
+    final_stops: tuple[str, ...]  # stop strings that end the response (kept after the call limit)
+
+    def stops(self, calls_left: int) -> list[str]:
+        return list(self.call_stops + self.final_stops) if calls_left > 0 else list(self.final_stops)
+
+
+TORL = ToolFormat("torl", call_stops=("```output", "```\n"), final_stops=())
+RETOOL = ToolFormat("retool", call_stops=("</code>",), final_stops=("</answer>",))
+FORMATS = {"torl": TORL, "retool": RETOOL}
+
+
+def get_format(name: str) -> ToolFormat:
+    return FORMATS[name]
+
+
+def extract_call(turn_text: str, fmt: ToolFormat) -> str | None:
+    """The code to execute when generation stopped at the end of ``turn_text``, or None if no call is due.
+
+    ``turn_text`` is the model's text since the last observation. A call is due only when a code block closes at
+    the very end (trailing whitespace or an ``output`` opener aside): a closing fence of some other block, or an
+    opening fence, is not a call.
+
+    >>> extract_call("Let me compute.\\n```python\\nprint(17*23)\\n```\\n", TORL)
+    'print(17*23)'
+    >>> extract_call("```text\\nhello\\n```\\n", TORL) is None
+    True
+    >>> extract_call("<code>\\n```python\\nx = 2\\nprint(x)\\n```\\n</code>", RETOOL)
+    'x = 2\\nprint(x)'
+    """
+    if fmt.name == "torl":
+        tail = turn_text.rstrip()
+        if tail.endswith("```output"):
+            tail = tail[: -len("```output")].rstrip()
+        blocks = list(_PY_BLOCK.finditer(tail))
+        if not blocks or blocks[-1].end() != len(tail):
+            return None
+        code = blocks[-1].group(1)
+    else:
+        tail = turn_text.rstrip()
+        blocks = list(_CODE_TAG.finditer(tail))
+        if not blocks or blocks[-1].end() != len(tail):
+            return None
+        code = blocks[-1].group(1)
+        inner = _INNER_FENCE.match(code)
+        if inner:
+            code = inner.group(1)
+    code = code.strip("\n")
+    return code if code.strip() else None
+
+
+def truncate_middle(text: str, max_chars: int) -> str:
+    """Keep the first and last ``max_chars // 2`` characters joined by '...' (ToRL: 128 + ... + 128).
+
+    >>> truncate_middle("abcdefghij", 4)
+    'ab...ij'
+    >>> truncate_middle("short", 10)
+    'short'
+    """
+    if len(text) <= max_chars:
+        return text
+    half = max_chars // 2
+    return text[:half] + "..." + text[len(text) - half :]
+
+
+def observation_body(result: ExecResult, timeout_s: float, error_last_line_only: bool = True) -> str:
+    """What the model is told about one execution, before truncation."""
+    out = result.stdout.rstrip("\n")
+    if result.kind == ExecKind.OK:
+        return out
+    if result.kind == ExecKind.ERROR:
+        err = result.error_line or (result.stderr.strip().splitlines() or ["Error"])[-1]
+        if not error_last_line_only and result.stderr.strip():
+            err = result.stderr.strip()
+        return f"{out}\n{err}" if out else err
+    if result.kind == ExecKind.TIMEOUT:
+        msg = f"TimeoutError: execution took longer than {timeout_s:g} seconds"
+    elif result.kind == ExecKind.RESOURCE:
+        msg = f"MemoryError: {result.detail}" if result.detail else "MemoryError: resource limit exceeded"
+        if result.detail and not result.detail.lower().startswith("memory"):
+            msg = f"ResourceError: {result.detail}"
+    else:  # INFRA: the trajectory will be dropped from training; keep the model's context honest anyway
+        msg = "SandboxError: the code could not be executed"
+    return f"{out}\n{msg}" if out else msg
+
+
+def format_observation(
+    result: ExecResult, fmt: ToolFormat, *, max_chars: int, timeout_s: float, error_last_line_only: bool = True,
+    turn_text: str = "",
+) -> str:
+    """The exact text inserted after a code call (tokenized on its own, masked out of the loss).
+
+    For torl, when the model already wrote the ```output opener itself, only the rest is inserted.
+
+    >>> r = ExecResult(kind=ExecKind.OK, stdout="391\\n")
+    >>> format_observation(r, TORL, max_chars=256, timeout_s=5)
+    '```output\\n391\\n```\\n'
+    >>> format_observation(r, RETOOL, max_chars=256, timeout_s=5)
+    '\\n<interpreter>\\n391\\n</interpreter>\\n'
+    """
+    body = truncate_middle(observation_body(result, timeout_s, error_last_line_only), max_chars)
+    if fmt.name == "torl":
+        if turn_text.rstrip().endswith("```output"):
+            return f"\n{body}\n```\n"
+        lead = "" if turn_text.endswith("\n") or not turn_text else "\n"
+        return f"{lead}```output\n{body}\n```\n"
+    return f"\n<interpreter>\n{body}\n</interpreter>\n"
+
+
+def sanitize_text(raw: bytes | str) -> str:
+    """Sandbox output as text: invalid UTF-8 replaced, NUL bytes dropped (they break tokenizers and JSON)."""
+    text = raw.decode("utf-8", errors="replace") if isinstance(raw, bytes) else raw
+    return text.replace("\x00", "")
