@@ -8,7 +8,7 @@ from toolrl.rollout.formats import (
     RETOOL,
     TORL,
     extract_call,
-    format_observation,
+    render_observation,
     observation_body,
     sanitize_text,
     truncate_middle,
@@ -64,7 +64,7 @@ def test_truncate_middle_keeps_head_and_tail() -> None:
 
 def test_huge_output_is_truncated_in_observation() -> None:
     r = ExecResult(kind=ExecKind.OK, stdout="x" * 100_000)
-    obs = format_observation(r, TORL, max_chars=256, timeout_s=5)
+    obs = render_observation(r, TORL, max_chars=256, timeout_s=5)
     assert obs.startswith("```output\n") and obs.endswith("\n```\n")
     assert len(obs) < 300 and "..." in obs
 
@@ -86,13 +86,13 @@ def test_timeout_and_resource_and_infra_observations() -> None:
 
 def test_torl_observation_completes_model_written_output_opener() -> None:
     r = ExecResult(kind=ExecKind.OK, stdout="42\n")
-    assert format_observation(r, TORL, max_chars=256, timeout_s=5, turn_text="```python\nprint(42)\n```\n```output") == "\n42\n```\n"
+    assert render_observation(r, TORL, max_chars=256, timeout_s=5, turn_text="```python\nprint(42)\n```\n```output") == "\n42\n```\n"
     # no trailing newline after the fence: the output block starts on its own line
-    assert format_observation(r, TORL, max_chars=256, timeout_s=5, turn_text="```python\nprint(42)\n```").startswith("\n```output")
+    assert render_observation(r, TORL, max_chars=256, timeout_s=5, turn_text="```python\nprint(42)\n```").startswith("\n```output")
 
 
 def test_retool_observation_uses_interpreter_tags() -> None:
-    obs = format_observation(ExecResult(kind=ExecKind.OK, stdout="7"), RETOOL, max_chars=400, timeout_s=5)
+    obs = render_observation(ExecResult(kind=ExecKind.OK, stdout="7"), RETOOL, max_chars=400, timeout_s=5)
     assert obs == "\n<interpreter>\n7\n</interpreter>\n"
 
 

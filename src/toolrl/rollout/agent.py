@@ -118,14 +118,7 @@ class TrajectoryState:
             raise RuntimeError("on_executed called without a pending code call")
         self._pending_code = None
         self.traj.sandbox_time_s += result.duration_s
-        obs = format_observation(
-            result,
-            self.fmt,
-            max_chars=self.cfg.tool.max_output_chars,
-            timeout_s=self.cfg.tool.timeout_s,
-            error_last_line_only=self.cfg.tool.error_last_line_only,
-            turn_text=self._turn_text(),
-        )
+        obs = format_observation(result, self.cfg.tool, turn_text=self._turn_text())
         self.calls_left -= 1
         if self.calls_left == 0 and self.cfg.tool.after_limit == "notify":
             obs += LIMIT_NOTICE

@@ -12,9 +12,13 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from toolrl.sandbox.base import ExecResult
 from toolrl.types import ExecKind
+
+if TYPE_CHECKING:
+    from toolrl.config.schema import ToolConfig
 
 _PY_BLOCK = re.compile(r"```(?:python|py)[ \t]*\n(.*?)```", re.DOTALL)
 _CODE_TAG = re.compile(r"<code>(.*?)</code>", re.DOTALL)
@@ -110,7 +114,7 @@ def observation_body(result: ExecResult, timeout_s: float, error_last_line_only:
     return f"{out}\n{msg}" if out else msg
 
 
-def format_observation(
+def render_observation(
     result: ExecResult, fmt: ToolFormat, *, max_chars: int, timeout_s: float, error_last_line_only: bool = True,
     turn_text: str = "",
 ) -> str:
@@ -119,9 +123,9 @@ def format_observation(
     For torl, when the model already wrote the ```output opener itself, only the rest is inserted.
 
     >>> r = ExecResult(kind=ExecKind.OK, stdout="391\\n")
-    >>> format_observation(r, TORL, max_chars=256, timeout_s=5)
+    >>> render_observation(r, TORL, max_chars=256, timeout_s=5)
     '```output\\n391\\n```\\n'
-    >>> format_observation(r, RETOOL, max_chars=256, timeout_s=5)
+    >>> render_observation(r, RETOOL, max_chars=256, timeout_s=5)
     '\\n<interpreter>\\n391\\n</interpreter>\\n'
     """
     body = truncate_middle(observation_body(result, timeout_s, error_last_line_only), max_chars)
@@ -131,6 +135,18 @@ def format_observation(
         lead = "" if turn_text.endswith("\n") or not turn_text else "\n"
         return f"{lead}```output\n{body}\n```\n"
     return f"\n<interpreter>\n{body}\n</interpreter>\n"
+
+
+def format_observation(result: ExecResult, cfg: "ToolConfig", turn_text: str = "") -> str:
+    """The observation a rollout with this tool config would insert for ``result``."""
+    return render_observation(
+        result,
+        get_format(cfg.format),
+        max_chars=cfg.max_output_chars,
+        timeout_s=cfg.timeout_s,
+        error_last_line_only=cfg.error_last_line_only,
+        turn_text=turn_text,
+    )
 
 
 def sanitize_text(raw: bytes | str) -> str:

@@ -30,12 +30,14 @@ INSTRUCTIONS = {
     "text": "Please reason step by step, and put your final answer within \\boxed{}.",
 }
 
-# Instruct models need to be told what the fenced block does; base models are steered by the raw template.
+# Small instruct models need to be shown what the fenced block does: a one-shot example (measured on SmolLM2-135M:
+# without it the model writes comments instead of code, or copies a bare example expression).
 CHAT_INSTRUCTIONS = {
     "torl": (
-        "Solve the problem. You can write Python code in a ```python code block; it is executed and its printed "
-        "output is shown to you in an ```output block. Use print() to see results. "
-        "Put your final answer within \\boxed{}."
+        "Answer the question using Python. Write one ```python code block that computes and prints the answer; "
+        "it is run and its output appears in an ```output block. Then write the final answer within \\boxed{}.\n\n"
+        "Example:\nQuestion: What is 25 * 31?\n```python\nprint(25 * 31)\n```\n```output\n775\n```\n"
+        "The answer is \\boxed{775}."
     ),
     "retool": INSTRUCTIONS["retool"],
     "text": INSTRUCTIONS["text"],
@@ -66,7 +68,7 @@ def use_chat(cfg: RootConfig, tokenizer: Any) -> bool:
 def render_prompt(problem: Problem, cfg: RootConfig, tokenizer: Any) -> str:
     """The prompt text for one problem (special tokens included for chat templates)."""
     if use_chat(cfg, tokenizer):
-        content = f"{problem.problem}\n\n{instruction_for(cfg, chat=True)}"
+        content = f"{instruction_for(cfg, chat=True)}\n\nQuestion: {problem.problem}"
         return tokenizer.apply_chat_template(
             [{"role": "user", "content": content}], tokenize=False, add_generation_prompt=True
         )
