@@ -106,7 +106,7 @@ def _check_alignment(traj, tokenizer) -> None:
 def test_one_call_then_answer_masks_exactly_the_observation(tokenizer) -> None:
     turns = ["Let me compute.\n```python\nprint(17*23)\n```\nignored", "The answer is \\boxed{391}.<EOS>"]
     (traj,), engine, sandbox = _run(tokenizer, turns)
-    assert sandbox.calls == [("print(17*23)", None)]
+    assert sandbox.calls == [("print(17*23)", "p1#0")]
     assert [s.kind for s in traj.segments] == ["model", "observation", "model"]
     obs = traj.segments[1]
     assert obs.text == "```output\n391\n```\n"
@@ -193,9 +193,9 @@ def test_model_error_is_code_failure(tokenizer) -> None:
     assert "NameError: name 'x' is not defined" in traj.segments[1].text
 
 
-def test_n_samples_ordered_and_stateful_sessions_closed(tokenizer) -> None:
+def test_n_samples_ordered_and_sessions_closed(tokenizer) -> None:
     turns = ["```python\nprint(1)\n```\n", "\\boxed{1}<EOS>"]
-    trajs, _, sandbox = _run(tokenizer, turns, ["sandbox.stateful=true"], n=3)
+    trajs, _, sandbox = _run(tokenizer, turns, n=3)
     assert [t.sample_index for t in trajs] == [0, 1, 2]
     assert sorted(s for _, s in sandbox.calls) == ["p1#0", "p1#1", "p1#2"]
     assert sorted(sandbox.closed) == ["p1#0", "p1#1", "p1#2"]

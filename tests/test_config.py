@@ -12,9 +12,9 @@ from toolrl.errors import ConfigError
 
 
 def test_defaults_and_overrides() -> None:
-    cfg = load_config(None, ["tool.max_calls=2", "tool.format=retool", "sandbox.backend=jupyter", "reward.exec_error_penalty=-0.5"])
+    cfg = load_config(None, ["tool.max_calls=2", "tool.format=retool", "sandbox.backend=e2b", "reward.exec_error_penalty=-0.5"])
     assert cfg.tool.max_calls == 2 and cfg.tool.format == "retool"
-    assert cfg.sandbox.backend == "jupyter" and cfg.reward.exec_error_penalty == -0.5
+    assert cfg.sandbox.backend == "e2b" and cfg.reward.exec_error_penalty == -0.5
     assert cfg.model.path is None and cfg.rollout.backend == "hf"
 
 

@@ -63,7 +63,6 @@ def run_rollouts(
         return custom(problems, sandbox=sandbox, cfg=cfg, sampling=sampling, n=n, progress=progress)
 
     states = make_states(problems, cfg, engine, n)
-    stateful = cfg.sandbox.stateful
     workers = max(1, min(cfg.sandbox.pool_size, len(states)))
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="toolrl-sandbox") as pool:
         active = list(states)
@@ -72,7 +71,7 @@ def run_rollouts(
             live = [(s, r) for s, r in requests if r is not None]
             for s, r in requests:
                 if r is None:
-                    _finished(s, sandbox, stateful, progress)
+                    _finished(s, sandbox, progress)
             if not live:
                 break
             t0 = time.perf_counter()
@@ -85,7 +84,9 @@ def run_rollouts(
                 if code is not None:
                     calls.append((s, code))
             futures = [
-                (s, pool.submit(safe_run, sandbox, code, cfg.tool.timeout_s, s.session_id if stateful else None))
+                # Every call names its trajectory: stateful backends keep variables per session, E2B reuses one
+                # sandbox per trajectory; stateless backends ignore it.
+                (s, pool.submit(safe_run, sandbox, code, cfg.tool.timeout_s, s.session_id))
                 for s, code in calls
             ]
             for s, fut in futures:
@@ -93,18 +94,18 @@ def run_rollouts(
             still = []
             for s, _ in live:
                 if s.done:
-                    _finished(s, sandbox, stateful, progress)
+                    _finished(s, sandbox, progress)
                 else:
                     still.append(s)
             active = still
     return [s.traj for s in states]
 
 
-def _finished(state: TrajectoryState, sandbox: Sandbox, stateful: bool, progress: ProgressFn | None) -> None:
+def _finished(state: TrajectoryState, sandbox: Sandbox, progress: ProgressFn | None) -> None:
     if getattr(state, "_reported", False):
         return
     state._reported = True  # type: ignore[attr-defined]
-    if stateful:
+    if state.traj.calls:
         try:
             sandbox.close_session(state.session_id)
         except Exception:  # noqa: BLE001 - releasing a session must not fail the rollout

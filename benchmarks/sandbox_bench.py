@@ -1,0 +1,116 @@
+"""Sandbox throughput and latency: the local backend against a naive fresh `python -c` per execution.
+
+Run: OMP_NUM_THREADS=1 python benchmarks/sandbox_bench.py [--quick] [--json]
+Prints executions/s and median/p99 latency for three snippets at concurrency 1 and 16, the ratios against
+the baseline measured in the same run, and a lost-request check at concurrency 64. Targets (issue 3):
+sympy median >= 20x lower than baseline, >= 150 exec/s for print(1), zero lost requests at concurrency 64.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Callable
+
+SNIPPETS = {
+    "print": "print(1)",
+    "sympy": "import sympy\nx = sympy.Symbol('x')\nprint(sympy.solve(x**2 - 5*x + 6, x))",
+    "numpy": "import numpy as np\na = np.arange(10000, dtype=float).reshape(100, 100)\nprint(float((a @ a.T).trace()))",
+}
+
+
+def naive(code: str) -> tuple[bool, float]:
+    """The baseline: a fresh interpreter per execution, same imports, no isolation."""
+    t = time.perf_counter()
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, timeout=60,
+                       env={**os.environ, "OMP_NUM_THREADS": "1"})
+    return p.returncode == 0, time.perf_counter() - t
+
+
+def measure(fn: Callable[[str], tuple[bool, float]], code: str, n: int, concurrency: int) -> dict[str, float]:
+    t = time.perf_counter()
+    with ThreadPoolExecutor(concurrency) as ex:
+        out = list(ex.map(lambda _: fn(code), range(n)))
+    wall = time.perf_counter() - t
+    lat = sorted(d for _, d in out)
+    return {
+        "n": n,
+        "ok": sum(ok for ok, _ in out),
+        "exec_per_s": n / wall,
+        "median_ms": statistics.median(lat) * 1000,
+        "p99_ms": lat[min(len(lat) - 1, int(0.99 * len(lat)))] * 1000,
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--quick", action="store_true", help="fewer executions")
+    ap.add_argument("--json", action="store_true")
+    ap.add_argument("--pool-size", type=int, default=4)
+    args = ap.parse_args()
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "src"))
+    from toolrl.config.schema import SandboxConfig
+    from toolrl.sandbox.local import LocalSandbox
+    from toolrl.types import ExecKind
+
+    n_local = 100 if args.quick else 400
+    n_naive = 8 if args.quick else 24
+    t = time.perf_counter()
+    sb = LocalSandbox(SandboxConfig(pool_size=args.pool_size))
+    start_s = time.perf_counter() - t
+
+    def local(code: str) -> tuple[bool, float]:
+        t0 = time.perf_counter()
+        r = sb.run(code, timeout_s=10)
+        return r.kind == ExecKind.OK, time.perf_counter() - t0
+
+    rows = []
+    try:
+        for name, code in SNIPPETS.items():
+            local(code)  # first use of a worker path
+            for conc in (1, 16):
+                base = measure(naive, code, n_naive, min(conc, 2) if conc > 1 else 1)
+                mine = measure(local, code, n_local, conc)
+                rows.append({"snippet": name, "concurrency": conc, "local": mine, "naive": base,
+                             "median_ratio": base["median_ms"] / mine["median_ms"],
+                             "throughput_ratio": mine["exec_per_s"] / base["exec_per_s"]})
+        burst = measure(local, SNIPPETS["print"], 64 * (2 if args.quick else 4), 64)
+    finally:
+        sb.close()
+    lost = burst["n"] - burst["ok"]
+    sympy1 = next(r for r in rows if r["snippet"] == "sympy" and r["concurrency"] == 1)
+    print16 = next(r for r in rows if r["snippet"] == "print" and r["concurrency"] == 16)
+    targets = {
+        "sympy_median_ratio>=20": sympy1["median_ratio"] >= 20,
+        "print_exec_per_s>=150": print16["local"]["exec_per_s"] >= 150,
+        "lost_at_64==0": lost == 0,
+    }
+    report = {"pool_size": args.pool_size, "start_s": start_s, "rows": rows, "burst64": burst, "lost": lost,
+              "targets": targets, "cpus": os.cpu_count()}
+    if args.json:
+        print(json.dumps(report, indent=2))
+        return
+    print(f"local pool of {args.pool_size} started in {start_s:.1f} s on {os.cpu_count()} CPUs "
+          "(naive baseline at concurrency 16 runs 2 at a time: more only thrashes 2 cores)")
+    print(f"{'snippet':8} {'conc':>4} | {'local/s':>8} {'med ms':>7} {'p99 ms':>7} | {'naive/s':>8} {'med ms':>7} "
+          f"{'p99 ms':>7} | {'median x':>8} {'thru x':>7}")
+    for r in rows:
+        lo, na = r["local"], r["naive"]
+        print(f"{r['snippet']:8} {r['concurrency']:>4} | {lo['exec_per_s']:8.1f} {lo['median_ms']:7.1f} "
+              f"{lo['p99_ms']:7.1f} | {na['exec_per_s']:8.1f} {na['median_ms']:7.1f} {na['p99_ms']:7.1f} | "
+              f"{r['median_ratio']:8.1f} {r['throughput_ratio']:7.1f}")
+    print(f"concurrency 64 burst: {burst['n']} requests, {lost} lost/failed, {burst['exec_per_s']:.1f} exec/s, "
+          f"p99 {burst['p99_ms']:.0f} ms")
+    for k, ok in targets.items():
+        print(f"target {k}: {'PASS' if ok else 'FAIL'}")
+
+
+if __name__ == "__main__":
+    main()
