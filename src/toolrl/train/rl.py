@@ -1,0 +1,187 @@
+"""One RL step: sample problems, roll out with the tool, score, drop infra failures, update the policy.
+
+The hf rollout engine generates with the live policy module (no weight copy); a vllm engine gets the new weights
+through ``sync_weights`` after each update. Groups (the samples of one problem) always live on one rank.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import torch
+
+from toolrl.algos import zero_signal_mask
+from toolrl.config.schema import RootConfig
+from toolrl.sandbox.base import ExecResult, Sandbox
+from toolrl.train.batch import group_ids_of, pack
+from toolrl.train.data import ProblemStream, shard
+from toolrl.train.update import PolicyUpdater, UpdatePlan
+from toolrl.types import Trajectory
+
+
+class TimedSandbox:
+    """Counts the wall time during which at least one execution was running (calls of a turn overlap)."""
+
+    def __init__(self, inner: Sandbox) -> None:
+        self.inner = inner
+        self._lock = threading.Lock()
+        self._active = 0
+        self._since = 0.0
+        self.busy_s = 0.0
+
+    def run(self, code: str, *, timeout_s: float, session: str | None = None) -> ExecResult:
+        with self._lock:
+            if self._active == 0:
+                self._since = time.perf_counter()
+            self._active += 1
+        try:
+            return self.inner.run(code, timeout_s=timeout_s, session=session)
+        finally:
+            with self._lock:
+                self._active -= 1
+                if self._active == 0:
+                    self.busy_s += time.perf_counter() - self._since
+
+    def close_session(self, session: str) -> None:
+        self.inner.close_session(session)
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+@dataclass
+class StepResult:
+    metrics: dict[str, float]
+    trajectories: list[Trajectory]  # every rank's (gathered), in rank order
+
+
+def select_for_update(trajs: list[Trajectory], filter_zero_signal: bool) -> tuple[list[Trajectory], dict[str, float]]:
+    """Drop infra-failed trajectories (not the model's fault) and, optionally, groups with no reward spread.
+
+    Returns the kept trajectories and counts: ``train/infra_dropped``, ``groups/zero_signal`` (groups whose kept
+    samples all got the same reward, singletons included), ``train/zero_signal_dropped``.
+    """
+    kept = [t for t in trajs if not t.infra_failed]
+    stats = {"train/infra_dropped": float(len(trajs) - len(kept)), "groups/zero_signal": 0.0,
+             "train/zero_signal_dropped": 0.0}
+    if not kept:
+        return kept, stats
+    gids = torch.tensor(group_ids_of(kept))
+    rewards = torch.tensor([float(t.reward or 0.0) for t in kept])
+    flat = zero_signal_mask(rewards, gids)
+    stats["groups/zero_signal"] = float(torch.unique(gids[flat]).numel())
+    if filter_zero_signal:
+        stats["train/zero_signal_dropped"] = float(flat.sum().item())
+        kept = [t for t, f in zip(kept, flat.tolist()) if not f]
+    return kept, stats
+
+
+class RLStep:
+    """Holds the engines of an RL run and performs steps. Built by :mod:`toolrl.train.runner`."""
+
+    def __init__(self, cfg: RootConfig, *, strategy: Any, policy: Any, tokenizer: Any, rollout_engine: Any,
+                 sandbox: Sandbox, stream: ProblemStream, critic: Any = None, ref: Any = None) -> None:
+        self.cfg = cfg
+        self.strategy = strategy
+        self.policy = policy  # DeepSpeed engine
+        self.tokenizer = tokenizer
+        self.rollout_engine = rollout_engine
+        self.sandbox = TimedSandbox(sandbox)
+        self.stream = stream
+        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+        self.updater = PolicyUpdater(policy, cfg.algo, cfg.rollout.temperature, critic=critic, ref=ref,
+                                     reduce=lambda v, op: strategy.all_sum(v) if op == "sum" else strategy.all_max(v),
+                                     world_size=strategy.world_size)
+        self._step = 0
+
+    def rollout(self, problems: list[Any], progress: Callable[[Trajectory], None] | None = None) -> list[Trajectory]:
+        from toolrl.reward import score
+        from toolrl.rollout import sampling_from_config
+        from toolrl.rollout.loop import run_rollouts
+
+        def on_done(t: Trajectory) -> None:
+            score(t, self.cfg.reward, self.cfg.tool.format)
+            if progress is not None:
+                progress(t)
+
+        sampling = sampling_from_config(self.cfg)
+        # A different sampling seed per step and rank: the same seed would repeat the same samples every step.
+        sampling.seed = None if sampling.seed is None else sampling.seed * 1_000_003 + self._step * 101 + self.strategy.rank
+        with self.strategy.gathered_params(self.policy.module):
+            trajs = run_rollouts(problems, engine=self.rollout_engine, sandbox=self.sandbox, cfg=self.cfg,
+                                 sampling=sampling, n=self.cfg.algo.n_samples, progress=on_done)
+        for t in trajs:
+            if t.reward is None:
+                score(t, self.cfg.reward, self.cfg.tool.format)
+        return trajs
+
+    def run(self, step: int, progress: Callable[[Trajectory], None] | None = None) -> StepResult:
+        from toolrl.tracking import rollout_metrics
+
+        self._step = step
+        t0 = time.perf_counter()
+        problems = shard(self.stream.next(self.cfg.train.prompts_per_step), self.strategy.rank, self.strategy.world_size)
+        sandbox_before = self.sandbox.busy_s
+        trajs = self.rollout(problems, progress)
+        t_rollout = time.perf_counter() - t0
+        sandbox_s = self.sandbox.busy_s - sandbox_before
+
+        kept, select_stats = select_for_update(trajs, self.cfg.algo.filter_zero_signal)
+        # Ranks agree on whether anyone has something to learn from (else every rank skips the update).
+        total_kept = self.strategy.all_sum([float(len(kept))])[0]
+        t1 = time.perf_counter()
+        update_stats: dict[str, float] = {}
+        needs_update = total_kept > 0
+        algo = self.cfg.algo
+        if needs_update and algo.name != "ppo" and algo.kl_coef == 0 and algo.entropy_coef == 0:
+            # Outcome advantages are all zero when no group has reward spread: the update would change nothing
+            # but the optimizer's moments, so skip its forward/backward (it is most of a CPU step).
+            groups = len({t.problem.id for t in kept})
+            has_signal = float(select_stats["groups/zero_signal"] < groups)
+            needs_update = self.strategy.all_max([has_signal])[0] > 0
+        update_stats["train/update_skipped"] = 0.0 if needs_update else 1.0
+        if needs_update:
+            if not kept:  # this rank has nothing: a zero-mask stand-in keeps the collectives in step
+                kept = trajs[:1]
+                batch = pack(kept, self.pad_id)
+                batch.mask = torch.zeros_like(batch.mask)
+            else:
+                batch = pack(kept, self.pad_id)
+            batch = batch.to(self.policy.device)
+            update_stats.update(self.updater.run(batch, self._plan(len(kept)), seed=self.cfg.run.seed * 7919 + step))
+            update_stats.update(self._after_update())
+        t_update = time.perf_counter() - t1
+
+        everyone = [t for part in self.strategy.all_gather(trajs) for t in part]
+        counts = self.strategy.all_sum([select_stats[k] for k in sorted(select_stats)])
+        metrics = rollout_metrics(everyone)
+        metrics.update(dict(zip(sorted(select_stats), counts)))
+        metrics.update(update_stats)
+        metrics["time/gen_s"] = max(0.0, t_rollout - sandbox_s)
+        metrics["time/sandbox_s"] = sandbox_s
+        metrics["time/update_s"] = t_update
+        metrics["time/step_s"] = time.perf_counter() - t0
+        return StepResult(metrics=metrics, trajectories=everyone)
+
+    def _plan(self, local_rows: int) -> UpdatePlan:
+        algo = self.cfg.algo
+        global_rows = self.strategy.all_sum([float(local_rows)])[0]
+        minis = max(1, -(-int(global_rows) // max(1, algo.mini_batch_size)))  # ceil
+        return UpdatePlan(epochs=max(1, algo.ppo_epochs), mini_batches=int(self.strategy.all_max([float(minis)])[0]),
+                          micro_batch_size=max(1, algo.micro_batch_size))
+
+    def _after_update(self) -> dict[str, float]:
+        """vllm: push the new weights (timed, with the engine's own logprob check); hf shares the module."""
+        sync = getattr(self.rollout_engine, "sync_weights", None)
+        if not callable(sync):
+            return {}
+        t0 = time.perf_counter()
+        with self.strategy.gathered_params(self.policy.module):
+            info = sync(self.policy.module)
+        out = {"time/sync_s": time.perf_counter() - t0}
+        if isinstance(info, dict) and isinstance(info.get("mean"), (int, float)):
+            out["sync/logprob_diff"] = float(info["mean"])
+        return out

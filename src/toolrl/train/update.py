@@ -1,0 +1,235 @@
+"""One policy update over a batch of scored rollouts: advantages, then epochs of mini-batches of micro-batches.
+
+Everything here is torch on whatever modules it is given (DeepSpeed engines in training, plain modules in tests).
+Observation and padding tokens carry mask 0, so they are out of the policy loss, the KL and the entropy terms and
+never reach GAE.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import torch
+from torch import Tensor
+
+from toolrl.algos import (
+    aggregate,
+    broadcast_to_tokens,
+    gae_advantages,
+    grpo_advantages,
+    kl_penalty,
+    masked_mean,
+    masked_whiten,
+    outcome_token_rewards,
+    policy_loss,
+    rloo_advantages,
+    value_loss,
+)
+from toolrl.config.schema import AlgoConfig
+from toolrl.train.batch import RolloutBatch, chunks, loss_units
+from toolrl.train.forward import response_logprobs, response_values
+
+
+def outcome_advantages(batch: RolloutBatch, algo: AlgoConfig) -> Tensor:  # (B, T)
+    """GRPO / RLOO: one advantage per sample from its group's rewards, spread over its model tokens."""
+    if algo.name == "grpo":
+        adv = grpo_advantages(batch.rewards, batch.group_ids, algo.norm_adv_by_std)
+    elif algo.name == "rloo":
+        adv = rloo_advantages(batch.rewards, batch.group_ids)
+    else:
+        raise ValueError(f"{algo.name} is not an outcome estimator")
+    return broadcast_to_tokens(adv, batch.mask)
+
+
+def gae(batch: RolloutBatch, values: Tensor, algo: AlgoConfig) -> tuple[Tensor, Tensor]:
+    """PPO: GAE over model tokens only (observation runs are skipped), advantages whitened over the batch."""
+    token_rewards = outcome_token_rewards(batch.rewards, batch.mask)
+    adv, returns = gae_advantages(token_rewards, values, batch.mask, algo.gamma, algo.lam)
+    return masked_whiten(adv, batch.mask), returns
+
+
+def split_even(n: int, parts: int) -> list[list[int]]:
+    """0..n-1 in ``parts`` consecutive, nearly equal pieces (some may be empty when parts > n).
+
+    >>> split_even(5, 2), split_even(1, 2)
+    ([[0, 1, 2], [3, 4]], [[0], []])
+    """
+    base, extra = divmod(n, parts)
+    out, start = [], 0
+    for i in range(parts):
+        size = base + (1 if i < extra else 0)
+        out.append(list(range(start, start + size)))
+        start += size
+    return out
+
+
+@dataclass
+class UpdatePlan:
+    """How many optimizer steps and micro-batches; equal on every rank (ZeRO collectives need the same count)."""
+
+    epochs: int
+    mini_batches: int
+    micro_batch_size: int
+
+    @property
+    def optimizer_steps(self) -> int:
+        return self.epochs * self.mini_batches
+
+
+ReduceFn = Callable[[list[float], str], list[float]]  # (values, "sum" | "max") -> reduced over ranks
+
+
+def _local(values: list[float], op: str) -> list[float]:
+    return values
+
+
+class PolicyUpdater:
+    """Runs the optimisation of one RL step. ``policy``/``critic`` are DeepSpeed engines (or anything with
+    ``backward``/``step``/``set_gradient_accumulation_boundary``), ``ref`` a frozen module or None."""
+
+    def __init__(self, policy: Any, algo: AlgoConfig, temperature: float, *, critic: Any = None, ref: Any = None,
+                 reduce: ReduceFn = _local, world_size: int = 1) -> None:
+        self.policy = policy
+        self.critic = critic
+        self.ref = ref
+        self.algo = algo
+        self.temperature = temperature
+        self.reduce = reduce
+        self.world_size = world_size
+        self.last_grad_norm: float | None = None
+
+    # -- preparation ----------------------------------------------------------------------------------------
+    @torch.no_grad()
+    def _forward_all(self, batch: RolloutBatch, size: int, fn: Callable[[RolloutBatch], Tensor]) -> Tensor:
+        return torch.cat([fn(batch.select(idx)) for idx in chunks(batch.size, size)], dim=0)
+
+    def prepare(self, batch: RolloutBatch, plan: UpdatePlan) -> RolloutBatch:
+        """Fill advantages (and returns, old values, old/ref log-probs where needed)."""
+        mb = plan.micro_batch_size
+        if self.algo.name == "ppo":
+            if self.critic is None:
+                raise ValueError("PPO needs a critic")
+            batch.old_values = self._forward_all(batch, mb, lambda b: response_values(self.critic, b))
+            batch.advantages, batch.returns = gae(batch, batch.old_values, self.algo)
+        else:
+            batch.advantages = outcome_advantages(batch, self.algo)
+        if plan.optimizer_steps > 1:
+            # After the first optimizer step the policy is no longer the sampler: freeze pi_old now.
+            batch.old_logprobs = self._forward_all(
+                batch, mb, lambda b: response_logprobs(self.policy, b, self.temperature)[0])
+        if self.ref is not None and self.algo.kl_coef > 0:
+            batch.ref_logprobs = self._forward_all(batch, mb, lambda b: response_logprobs(self.ref, b, self.temperature)[0])
+        return batch
+
+    # -- optimisation ---------------------------------------------------------------------------------------
+    def run(self, batch: RolloutBatch, plan: UpdatePlan, seed: int = 0) -> dict[str, float]:
+        batch = self.prepare(batch, plan)
+        gen = torch.Generator().manual_seed(seed)
+        sums: dict[str, float] = {}
+        weights: dict[str, float] = {}
+        grad_norms: list[float] = []
+
+        def add(key: str, value: float, w: float) -> None:
+            sums[key] = sums.get(key, 0.0) + value * w
+            weights[key] = weights.get(key, 0.0) + w
+
+        for _epoch in range(plan.epochs):
+            order = torch.randperm(batch.size, generator=gen) if plan.optimizer_steps > 1 else torch.arange(batch.size)
+            for mini_idx in split_even(batch.size, plan.mini_batches):
+                mini = batch.select(order[mini_idx]) if mini_idx else batch.select([0])
+                if not mini_idx:  # this rank ran out of rows: a zero-weight stand-in keeps collectives in step
+                    mini.mask = torch.zeros_like(mini.mask)
+                units = self.reduce([loss_units(mini.mask, self.algo.loss_agg)], "sum")[0] / self.world_size
+                micro_rows = chunks(mini.size, plan.micro_batch_size)
+                n_micro = int(self.reduce([float(len(micro_rows))], "max")[0])
+                for i in range(n_micro):
+                    boundary = i == n_micro - 1
+                    if i < len(micro_rows):
+                        micro = mini.select(micro_rows[i])
+                    else:
+                        micro = mini.select([0])
+                        micro.mask = torch.zeros_like(micro.mask)
+                    w = loss_units(micro.mask, self.algo.loss_agg) / max(units, 1e-8)
+                    self._micro_step(micro, w, boundary, add)
+                gn = _grad_norm(self.policy)
+                gn = gn if gn is not None else self.last_grad_norm
+                if gn is not None:
+                    grad_norms.append(gn)
+        out = {k: sums[k] / weights[k] for k in sums if weights[k] > 0}
+        if grad_norms:
+            out["grad_norm"] = sum(grad_norms) / len(grad_norms)
+        out["lr"] = _lr(self.policy)
+        return out
+
+    def _micro_step(self, micro: RolloutBatch, weight: float, boundary: bool,
+                    add: Callable[[str, float, float], None]) -> None:
+        algo = self.algo
+        mask = micro.mask
+        ntok = float(mask.sum().item())
+        self.policy.set_gradient_accumulation_boundary(boundary)
+        logprobs, ent = response_logprobs(self.policy, micro, self.temperature,
+                                          entropy="grad" if algo.entropy_coef > 0 else "metric")
+        old = micro.old_logprobs if micro.old_logprobs is not None else logprobs.detach()
+        assert micro.advantages is not None
+        pg, stats = policy_loss(logprobs, old, micro.advantages, mask, algo.clip_low, algo.clip_high, algo.loss_agg)
+        loss = pg
+        if micro.ref_logprobs is not None:
+            kl = kl_penalty(logprobs, micro.ref_logprobs, algo.kl_estimator, mask)
+            kl_term = aggregate(kl, mask, algo.loss_agg)
+            loss = loss + algo.kl_coef * kl_term
+            add("kl", float(kl_term.item()), ntok)
+        if ent is not None:
+            ent_term = aggregate(ent, mask, algo.loss_agg)
+            if algo.entropy_coef > 0:
+                loss = loss - algo.entropy_coef * ent_term
+            add("entropy", float(ent_term.detach().item()), ntok)
+        # weight = this micro-batch's share of the mini-batch's tokens (or responses): accumulated gradients equal
+        # the gradient of the whole mini-batch's token-mean (or sequence-mean) loss.
+        self.policy.backward(loss * weight, scale_wrt_gas=False)
+        if boundary:
+            self.last_grad_norm = boundary_grad_norm(self.policy)
+        self.policy.step()
+        add("loss/policy", float(pg.item()), ntok)
+        add("clip_frac", stats["clip_frac"], ntok)
+        add("approx_kl", stats["approx_kl"], ntok)
+
+        if self.critic is not None:
+            assert micro.old_values is not None and micro.returns is not None
+            self.critic.set_gradient_accumulation_boundary(boundary)
+            values = response_values(self.critic, micro)
+            vl, vstats = value_loss(values, micro.old_values, micro.returns, mask, algo.value_clip, algo.loss_agg)
+            self.critic.backward(algo.vf_coef * vl * weight, scale_wrt_gas=False)
+            self.critic.step()
+            add("loss/value", float(vl.item()), ntok)
+            add("value/clip_frac", vstats["vf_clip_frac"], ntok)
+            add("value/mean", float(masked_mean(values.detach(), mask).item()), ntok)
+
+
+def boundary_grad_norm(engine: Any) -> float | None:
+    """Global gradient norm before clipping, read after the boundary backward (gradients already averaged over
+    ranks). Only for ZeRO-0: its clipping discards the norm, while ZeRO-1/2/3 optimizers report their own."""
+    stage = getattr(engine, "zero_optimization_stage", lambda: 0)()
+    if stage != 0:
+        return None
+    grads = [p.grad.detach().float().norm() for p in engine.module.parameters() if p.grad is not None]
+    return float(torch.stack(grads).norm().item()) if grads else None
+
+
+def _grad_norm(engine: Any) -> float | None:
+    get = getattr(engine, "get_global_grad_norm", None)
+    value = get() if callable(get) else None
+    if value is None:
+        return None
+    value = float(value.item() if hasattr(value, "item") else value)
+    return value if math.isfinite(value) else None
+
+
+def _lr(engine: Any) -> float:
+    get = getattr(engine, "get_lr", None)
+    if callable(get):
+        lrs = get()
+        if lrs:
+            return float(lrs[0])
+    return float("nan")

@@ -1,0 +1,295 @@
+"""Fast unit tests of the trainer's pure parts: batching and masks, update plumbing, checkpoints, data stream."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from toolrl.config.schema import AlgoConfig
+from toolrl.train import checkpoint as ckpt
+from toolrl.train.batch import chunks, loss_units, pack, pack_examples
+from toolrl.train.data import ProblemStream
+from toolrl.train.rl import select_for_update
+from toolrl.train.sft_data import split_observations
+from toolrl.train.update import PolicyUpdater, UpdatePlan, split_even
+from toolrl.types import ExecKind, Problem, ToolCall, Trajectory
+
+PAD = 0
+
+
+def traj(pid: str, prompt: list[int], segments: list[tuple[str, list[int]]], reward: float = 1.0,
+         calls: list[ExecKind] | None = None) -> Trajectory:
+    t = Trajectory(problem=Problem(pid, "q", "1"), sample_index=0, prompt_text="", prompt_ids=prompt)
+    for kind, ids in segments:
+        t.append(kind, "x", ids)  # type: ignore[arg-type]
+    t.reward = reward
+    t.calls = [ToolCall(code="", kind=k, observation="") for k in (calls or [])]
+    return t
+
+
+# -- batching and masks ---------------------------------------------------------------------------------------
+
+def test_pack_aligns_responses_and_masks_only_model_tokens() -> None:
+    a = traj("p1", [5, 6, 7], [("model", [10, 11]), ("observation", [20, 21, 22]), ("model", [12])])
+    b = traj("p2", [8], [("model", [13])])
+    batch = pack([a, b], PAD)
+    P = batch.prompt_width
+    assert P == 3 and batch.response_width == 6
+    # left-padded prompts end at column P; responses start there
+    assert batch.input_ids[1, :P].tolist() == [PAD, PAD, 8]
+    assert batch.input_ids[0, P:].tolist() == [10, 11, 20, 21, 22, 12]
+    assert batch.mask.tolist() == [[1, 1, 0, 0, 0, 1], [1, 0, 0, 0, 0, 0]]
+    assert batch.attention_mask[1].tolist() == [0, 0, 1, 1, 0, 0, 0, 0, 0]
+    # positions start at 0 on each row's first real token
+    assert batch.position_ids[1, 2].item() == 0 and batch.position_ids[0, 0].item() == 0
+    assert batch.group_ids.tolist() == [0, 1]
+    # padding and observation tokens both carry mask 0, model tokens 1: the token count is exact
+    assert loss_units(batch.mask, "token_mean") == 4 and loss_units(batch.mask, "seq_mean") == 2
+
+
+def test_pack_examples_masks_prompt_and_observations() -> None:
+    batch = pack_examples([([1, 2, 3, 4], [0, 1, 0, 1]), ([5, 6], [0, 1])], PAD)
+    assert batch.prompt_width == 1
+    assert batch.response_ids.tolist() == [[2, 3, 4], [6, PAD, PAD]]
+    assert batch.mask.tolist() == [[1, 0, 1], [1, 0, 0]]
+
+
+def test_split_helpers() -> None:
+    assert chunks(5, 2) == [[0, 1], [2, 3], [4]]
+    assert split_even(4, 3) == [[0, 1], [2], [3]]
+
+
+class TinyLM(torch.nn.Module):
+    """A position-aware toy LM with the HF call signature (logits_to_keep), for exact loss checks."""
+
+    def __init__(self, vocab: int = 32) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.emb = torch.nn.Embedding(vocab, 8)
+        self.head = torch.nn.Linear(8, vocab)
+
+    def forward(self, input_ids, attention_mask, position_ids, use_cache=False, logits_to_keep=0):  # noqa: ANN001
+        h = (self.emb(input_ids) * attention_mask[..., None]).cumsum(1)  # causal, blind to padding
+        logits = self.head(torch.tanh(h))
+        return type("Out", (), {"logits": logits[:, -logits_to_keep:] if logits_to_keep else logits})()
+
+
+class FakeEngine:
+    """The DeepSpeed engine surface the updater uses, over a plain module with plain SGD."""
+
+    def __init__(self, module: torch.nn.Module) -> None:
+        self.module = module
+        self.device = torch.device("cpu")
+        self.opt = torch.optim.SGD(module.parameters(), lr=0.0)
+        self.boundaries: list[bool] = []
+        self.steps = 0
+
+    def __call__(self, **kw):  # noqa: ANN003
+        return self.module(**kw)
+
+    def set_gradient_accumulation_boundary(self, b: bool) -> None:
+        self.boundaries.append(b)
+
+    def backward(self, loss: torch.Tensor, scale_wrt_gas: bool = True) -> None:
+        loss.backward()
+
+    def step(self) -> None:
+        if self.boundaries[-1]:
+            self.steps += 1
+
+
+def _grads(model: torch.nn.Module) -> torch.Tensor:
+    return torch.cat([p.grad.flatten() for p in model.parameters()])
+
+
+def _accumulated_grad(trajs: list[Trajectory], micro: int, agg: str = "token_mean") -> torch.Tensor:
+    model = TinyLM()
+    eng = FakeEngine(model)
+    upd = PolicyUpdater(eng, AlgoConfig(name="grpo", loss_agg=agg), temperature=1.0)
+    stats = upd.run(pack(trajs, PAD), UpdatePlan(epochs=1, mini_batches=1, micro_batch_size=micro))
+    assert eng.boundaries[-1] is True and eng.boundaries.count(True) == 1 and eng.steps == 1
+    assert "clip_frac" in stats and "entropy" in stats and stats["grad_norm"] > 0
+    return _grads(model)
+
+
+def _group() -> list[Trajectory]:
+    return [
+        traj("a", [1, 2], [("model", [3, 4]), ("observation", [5, 6, 7]), ("model", [8])], reward=1.0),
+        traj("a", [1, 2], [("model", [9, 3, 4, 4])], reward=-1.0),
+        traj("a", [1, 2], [("model", [4])], reward=-1.0),
+        traj("b", [2], [("model", [3, 3, 3])], reward=1.0),
+        traj("b", [2], [("model", [6, 7])], reward=-1.0),
+    ]
+
+
+@pytest.mark.parametrize("agg", ["token_mean", "seq_mean"])
+def test_micro_batching_equals_one_big_batch(agg: str) -> None:
+    full = _accumulated_grad(_group(), micro=5, agg=agg)
+    split = _accumulated_grad(_group(), micro=2, agg=agg)
+    assert full.abs().sum() > 0
+    assert torch.allclose(full, split, atol=1e-6)
+
+
+def test_observation_tokens_do_not_change_the_gradient() -> None:
+    base = _group()
+    other = _group()
+    # Same model tokens, different observation tokens and an extra observation run: the loss must not move.
+    other[0] = traj("a", [1, 2], [("model", [3, 4]), ("observation", [11, 12, 13]), ("model", [8])], reward=1.0)
+    g1 = _accumulated_grad(base, micro=2)
+    g2 = _accumulated_grad(other, micro=2)
+    # The model token after the observation sees a different context, so compare a batch where it is absent.
+    base[0] = traj("a", [1, 2], [("model", [3, 4]), ("observation", [5, 6, 7])], reward=1.0)
+    other[0] = traj("a", [1, 2], [("model", [3, 4]), ("observation", [25, 26, 27, 28])], reward=1.0)
+    assert torch.allclose(_accumulated_grad(base, micro=2), _accumulated_grad(other, micro=2), atol=1e-6)
+    assert not torch.allclose(g1, g2)  # sanity: the context after an observation does matter
+
+
+def test_padding_does_not_change_the_gradient() -> None:
+    g = _accumulated_grad(_group(), micro=5)
+    # A longer prompt and response widen every row's padding; its tokens are all observation (mask 0).
+    padded = _group() + [traj("c", [1, 2, 3, 4, 5, 6, 7], [("observation", [1] * 12)], reward=0.0)]
+    assert torch.allclose(g, _accumulated_grad(padded, micro=5), atol=1e-6)
+
+
+def test_select_for_update_drops_infra_and_counts_zero_signal() -> None:
+    trajs = [
+        traj("a", [1], [("model", [2])], 1.0, [ExecKind.OK]),
+        traj("a", [1], [("model", [2])], 1.0, [ExecKind.INFRA]),
+        traj("a", [1], [("model", [2])], -1.0, [ExecKind.ERROR]),
+        traj("b", [1], [("model", [2])], 1.0),
+        traj("b", [1], [("model", [2])], 1.0),
+    ]
+    kept, stats = select_for_update(trajs, filter_zero_signal=False)
+    assert len(kept) == 4 and stats["train/infra_dropped"] == 1 and stats["groups/zero_signal"] == 1
+    kept, stats = select_for_update(trajs, filter_zero_signal=True)
+    assert [t.problem.id for t in kept] == ["a", "a"] and stats["train/zero_signal_dropped"] == 2
+
+
+def test_split_observations_torl_and_retool() -> None:
+    text = "<code>\n```python\nprint(1)\n```\n</code>\n<interpreter>\n1\n</interpreter>\n<answer>1</answer>"
+    pieces = split_observations(text, "retool")
+    assert [obs for _, obs in pieces] == [False, True, False]
+    assert "".join(p for p, _ in pieces) == text
+
+
+# -- checkpoints -----------------------------------------------------------------------------------------------
+
+def _write(content: str):
+    def write(d: Path) -> None:
+        (d / "weights.bin").write_text(content)
+    return write
+
+
+def test_checkpoint_publish_and_latest(tmp_path: Path) -> None:
+    root = tmp_path / "checkpoints"
+    assert ckpt.latest(root) is None
+    ckpt.save(root, 5, {"step": 5}, _write("five"))
+    ckpt.save(root, 10, {"step": 10}, _write("ten"))
+    latest = ckpt.latest(root)
+    assert latest is not None and latest.name == "step_000010"
+    assert ckpt.read_state(latest)["step"] == 10 and (latest / "weights.bin").read_text() == "ten"
+    ckpt.save(root, 15, {"step": 15}, _write("fifteen"), keep=2)
+    assert sorted(p.name for p in root.glob("step_*")) == ["step_000010", "step_000015"]
+
+
+def test_failure_mid_save_leaves_latest_valid(tmp_path: Path) -> None:
+    root = tmp_path / "checkpoints"
+    ckpt.save(root, 5, {"step": 5}, _write("five"))
+
+    def crash(d: Path) -> None:
+        (d / "weights.bin").write_text("half")
+        raise KeyboardInterrupt("killed while saving")
+
+    with pytest.raises(KeyboardInterrupt):
+        ckpt.save(root, 10, {"step": 10}, crash)
+    latest = ckpt.latest(root)
+    assert latest is not None and latest.name == "step_000005"
+    assert (latest / "weights.bin").read_text() == "five"
+    assert not (root / "step_000010").exists()
+
+
+def test_kill_mid_save_leaves_latest_valid(tmp_path: Path) -> None:
+    """A SIGKILL runs no cleanup: the half-written temporary directory stays, and latest must ignore it."""
+    root = tmp_path / "checkpoints"
+    ckpt.save(root, 5, {"step": 5}, _write("five"))
+    tmp = ckpt.begin(root, 10)
+    (tmp / "weights.bin").write_text("half")  # ...and the process dies here
+    assert ckpt.latest(root).name == "step_000005"  # type: ignore[union-attr]
+    # A pointer to a directory without its COMPLETE marker is not trusted either.
+    (root / "step_000010").mkdir()
+    (root / ckpt.LATEST).write_text("step_000010\n")
+    assert ckpt.latest(root).name == "step_000005"  # type: ignore[union-attr]
+    # The next save clears the leftovers.
+    ckpt.save(root, 15, {"step": 15}, _write("x"))
+    assert not list(root.glob(".tmp-*")) and ckpt.latest(root).name == "step_000015"  # type: ignore[union-attr]
+
+
+def test_rng_state_roundtrip() -> None:
+    state = ckpt.rng_state()
+    a = (torch.rand(3), __import__("random").random())
+    ckpt.set_rng_state(state)
+    b = (torch.rand(3), __import__("random").random())
+    assert torch.equal(a[0], b[0]) and a[1] == b[1]
+
+
+def test_problem_stream_resumes_exactly() -> None:
+    probs = [Problem(str(i), "q", "a") for i in range(7)]
+    s = ProblemStream(probs, seed=3)
+    s.next(5)
+    saved = json.loads(json.dumps(s.state()))
+    expected = [p.id for p in s.next(6)]  # crosses an epoch boundary
+    s2 = ProblemStream(probs, seed=3)
+    s2.load_state(saved)
+    assert [p.id for p in s2.next(6)] == expected
+
+
+def test_trainer_modules_import_no_engine() -> None:
+    """deepspeed, vllm and wandb load only when a run starts, not when the trainer's modules are imported."""
+    import subprocess
+    import sys
+
+    code = ("import sys, toolrl.train, toolrl.train.runner, toolrl.train.rl, toolrl.train.update, toolrl.train.sft, "
+            "toolrl.train.strategy, toolrl.train.distill, toolrl.cli.train_cmd\n"
+            "print([m for m in ('deepspeed', 'vllm', 'wandb') if m in sys.modules])")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip() == "[]"
+
+
+def test_kl_term_uses_the_reference_and_starts_at_zero() -> None:
+    import copy
+
+    model = TinyLM()
+    ref = copy.deepcopy(model)
+    upd = PolicyUpdater(FakeEngine(model), AlgoConfig(name="grpo", kl_coef=0.1), temperature=1.0, ref=ref)
+    stats = upd.run(pack(_group(), PAD), UpdatePlan(epochs=1, mini_batches=1, micro_batch_size=2))
+    assert stats["kl"] == pytest.approx(0.0, abs=1e-7)  # policy == reference before any update
+    with torch.no_grad():
+        for p in ref.parameters():
+            p.add_(0.05)
+    stats = upd.run(pack(_group(), PAD), UpdatePlan(epochs=1, mini_batches=1, micro_batch_size=2))
+    assert stats["kl"] > 0
+
+
+def test_several_optimizer_steps_freeze_old_logprobs_first() -> None:
+    """With 2 mini-batches pi_old is computed before the first step, so the second mini-batch sees ratio != 1."""
+    model = TinyLM()
+    eng = FakeEngine(model)
+    eng.opt = torch.optim.SGD(model.parameters(), lr=1.0)
+    orig_step = eng.step
+
+    def step() -> None:  # a real optimizer step at each boundary
+        if eng.boundaries[-1]:
+            eng.opt.step()
+            eng.opt.zero_grad()
+        orig_step()
+
+    eng.step = step  # type: ignore[method-assign]
+    upd = PolicyUpdater(eng, AlgoConfig(name="grpo"), temperature=1.0)
+    batch = pack(_group(), PAD)
+    stats = upd.run(batch, UpdatePlan(epochs=1, mini_batches=2, micro_batch_size=2))
+    assert eng.steps == 2 and batch.old_logprobs is not None
+    assert stats["approx_kl"] > 0  # the second mini-batch moved away from pi_old
