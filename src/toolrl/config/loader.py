@@ -52,7 +52,9 @@ def resolve_config_path(path: str | Path) -> Path:
     p = Path(path)
     if p.is_file():
         return p
-    for cand in (_PROJECT_CONFIG_DIR / f"{p}.yaml", _PROJECT_CONFIG_DIR / p):
+    # The project's configs/ (editable install), then ./configs (a checkout used with a regular install).
+    roots = (_PROJECT_CONFIG_DIR, Path.cwd() / "configs")
+    for cand in (c for root in roots for c in (root / f"{p}.yaml", root / p)):
         if cand.is_file():
             return cand
     raise ConfigError(f"config file '{path}' not found", "give a path to a YAML file or a name from configs/")

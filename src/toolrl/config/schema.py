@@ -81,6 +81,20 @@ class VLLMConfig:
     kv_cache_space_gb: float = _f(2.0, "KV cache size on CPU (VLLM_CPU_KVCACHE_SPACE).")
     enable_prefix_caching: bool = _f(True, "Reuse the KV cache of the shared prefix after each observation.")
     max_model_len: int = _f(4096, "Longest prompt + response vLLM reserves cache for.")
+    sync_mode: str = _f(
+        "auto",
+        "How new trainer weights reach vLLM: inplace = reload them into the running engine (about 2 s for "
+        "135M on CPU); rebuild = restart the engine from saved weights (3-5 s); auto = inplace, and rebuild "
+        "if the logprob check then fails.",
+        ("auto", "inplace", "rebuild"),
+    )
+    sync_check: bool = _f(
+        True, "After each weight sync compare vLLM's logprobs on a fixed sequence with a transformers forward."
+    )
+    sync_check_tol: Optional[float] = _f(
+        None,
+        "Largest mean |logprob difference| the sync check accepts; empty = 1e-3 in float32, 5e-2 in bf16/fp16.",
+    )
 
 
 @dataclass
@@ -115,7 +129,7 @@ class SandboxConfig:
     backend: str = _f(
         "local",
         "local = pre-started isolated worker pool (fast); subprocess = a fresh isolated python per call; "
-        "jupyter = isolated Jupyter kernels (stateful); e2b = E2B cloud sandboxes.",
+        "e2b = E2B cloud sandboxes; jupyter is not provided (it explains the alternative: local with stateful=true).",
         ("local", "subprocess", "jupyter", "e2b"),
     )
     pool_size: int = _f(4, "Executions run at once; more requests queue (never dropped).")

@@ -101,14 +101,19 @@ def run_rollouts(
     return [s.traj for s in states]
 
 
-def _finished(state: TrajectoryState, sandbox: Sandbox, progress: ProgressFn | None) -> None:
-    if getattr(state, "_reported", False):
-        return
-    state._reported = True  # type: ignore[attr-defined]
+def release_session(state: TrajectoryState, sandbox: Sandbox) -> None:
+    """Free what the sandbox holds for a finished trajectory (a stateful session, an E2B sandbox)."""
     if state.traj.calls:
         try:
             sandbox.close_session(state.session_id)
         except Exception:  # noqa: BLE001 - releasing a session must not fail the rollout
             pass
+
+
+def _finished(state: TrajectoryState, sandbox: Sandbox, progress: ProgressFn | None) -> None:
+    if getattr(state, "_reported", False):
+        return
+    state._reported = True  # type: ignore[attr-defined]
+    release_session(state, sandbox)
     if progress is not None:
         progress(state.traj)

@@ -392,13 +392,17 @@ def _empty_dir(path: str) -> None:
         shutil.rmtree(path, ignore_errors=True)
         return
     for e in entries:
-        if e.is_dir(follow_symlinks=False):
-            shutil.rmtree(e.path, ignore_errors=True)
-        else:
-            try:
-                os.unlink(e.path)
-            except OSError:
-                pass
+        _remove_entry(e)
+
+
+def _remove_entry(e: os.DirEntry) -> None:
+    if e.is_dir(follow_symlinks=False):
+        shutil.rmtree(e.path, ignore_errors=True)
+    else:
+        try:
+            os.unlink(e.path)
+        except OSError:
+            pass
 
 
 def _wipe_shared_tmp(uid: int) -> None:
@@ -409,13 +413,7 @@ def _wipe_shared_tmp(uid: int) -> None:
         except OSError:
             continue
         for e in entries:
-            if e.is_dir(follow_symlinks=False):
-                shutil.rmtree(e.path, ignore_errors=True)
-            else:
-                try:
-                    os.unlink(e.path)
-                except OSError:
-                    pass
+            _remove_entry(e)
 
 
 def main() -> None:
