@@ -10,6 +10,7 @@ from __future__ import annotations
 import sys
 import threading
 import time
+from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -70,6 +71,7 @@ class LocalSandbox:
         self._cond = threading.Condition()
         self._workers: list[WorkerHandle | None] = [None] * self.pool_size
         self._free: set[int] = set()
+        self._queue: deque[object] = deque()  # tickets of waiting unpinned requests, oldest first
         self._sessions: dict[str, tuple[int, int]] = {}  # session -> (slot, uid)
         self._session_uids = list(range(self.uid_base + self.pool_size, self.uid_base + uid_block_size()))[::-1]
         self._closed = False
@@ -102,30 +104,52 @@ class LocalSandbox:
         return None
 
     def _acquire(self, session: str | None) -> tuple[int, int]:
-        """Block until a worker is free; returns (slot, uid to run as)."""
+        """Block until a worker is free; returns (slot, uid to run as).
+
+        Unpinned requests are served first come, first served: with a bare condition variable every release
+        wakes all waiters and an unlucky one can lose the race again and again (seconds of p99 latency).
+        """
         with self._cond:
-            while True:
-                if self._closed:
-                    raise WorkerLost("sandbox is closed")
-                if session is not None and session in self._sessions:
-                    slot, uid = self._sessions[session]
-                    if slot in self._free:
-                        self._free.discard(slot)
-                        return slot, uid
-                elif self._free:
-                    # sessions: prefer the free worker holding the fewest sessions
-                    load = {s: 0 for s in self._free}
-                    for s, _ in self._sessions.values():
-                        if s in load:
-                            load[s] += 1
-                    slot = min(self._free, key=lambda s: (load[s], s))
-                    self._free.discard(slot)
-                    if session is None:
-                        return slot, self.uid_base + slot
-                    uid = self._session_uids.pop()
-                    self._sessions[session] = (slot, uid)
-                    return slot, uid
-                self._cond.wait()
+            ticket: object | None = None
+            try:
+                while True:
+                    if self._closed:
+                        raise WorkerLost("sandbox is closed")
+                    if session is not None and session in self._sessions:
+                        slot, uid = self._sessions[session]
+                        if slot in self._free:
+                            self._free.discard(slot)
+                            return slot, uid
+                    else:
+                        if ticket is None:
+                            ticket = object()
+                            self._queue.append(ticket)
+                        if self._free and self._queue[0] is ticket:
+                            self._queue.popleft()
+                            ticket = None
+                            taken = self._take_free_slot(session)
+                            if self._free and self._queue:
+                                self._cond.notify_all()  # the next in line may take another free worker
+                            return taken
+                    self._cond.wait()
+            finally:
+                if ticket is not None:  # left the queue without a worker (closed, interrupted)
+                    self._queue.remove(ticket)
+                    self._cond.notify_all()
+
+    def _take_free_slot(self, session: str | None) -> tuple[int, int]:
+        """Called with the lock held and a free slot: sessions go to the free worker holding the fewest."""
+        load = {s: 0 for s in self._free}
+        for s, _ in self._sessions.values():
+            if s in load:
+                load[s] += 1
+        slot = min(self._free, key=lambda s: (load[s], s))
+        self._free.discard(slot)
+        if session is None:
+            return slot, self.uid_base + slot
+        uid = self._session_uids.pop()
+        self._sessions[session] = (slot, uid)
+        return slot, uid
 
     def _release(self, slot: int) -> None:
         with self._cond:
