@@ -211,3 +211,28 @@ def test_pure_modules_import_no_engines() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
     assert out == ""
+
+
+@pytest.mark.parametrize(
+    ("boxed", "answer_format", "expected"),
+    [
+        ("27954108", "integer", True),
+        ("27,954,108", "integer", True),
+        ("6678 * 4186", "integer", False),  # the unevaluated question: symbolically equal, not an answer
+        ("6678 \\times 4186", "integer", False),
+        ("6678 * 4186", None, True),  # benchmarks without a demanded form keep symbolic equivalence
+    ],
+)
+def test_score_rejects_unevaluated_expressions_when_an_integer_is_demanded(boxed: str, answer_format, expected: bool) -> None:
+    t = Trajectory(problem=Problem("p", "Compute 6678 * 4186 exactly.", "27954108",
+                                   meta={"answer_format": answer_format} if answer_format else {}),
+                   sample_index=0, prompt_text="q", prompt_ids=[1])
+    t.append("model", f"The result is \\boxed{{{boxed}}}.", [2, 3])
+    score(t, RewardConfig())
+    assert t.correct is expected
+
+
+def test_arith_problems_demand_integer_answers() -> None:
+    from toolrl.eval.arith import arith_problems
+
+    assert all(p.meta["answer_format"] == "integer" for p in arith_problems(5))

@@ -46,7 +46,7 @@ def arith_problems(size: int, digits: int = 4, seed: int = 0, split: str = "test
                 id=f"arith-{split}-{i}",
                 problem=f"Compute {expr} exactly. Give the final answer as an integer.",
                 answer=str(answer),
-                meta={"expression": expr, "digits": digits},
+                meta={"expression": expr, "digits": digits, "answer_format": "integer"},
             )
         )
     return out
