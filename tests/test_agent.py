@@ -208,3 +208,38 @@ def test_trajectory_round_trips_through_dict(tokenizer) -> None:
     (traj,), _, _ = _run(tokenizer, turns)
     again = Trajectory.from_dict(traj.to_dict())
     assert again == traj
+
+
+def test_output_fence_trigger_runs_only_at_the_models_output_opener(tokenizer) -> None:
+    """ToRL's code: a closing fence alone runs nothing; the model's own "```output" runs the latest python block."""
+    turns = ["First:\n```python\nprint(2)\n```\nthen\n```python\nprint(17*23)\n```\nwhich prints\n```output",
+             "The answer is \\boxed{391}.<EOS>"]
+    (traj,), engine, sandbox = _run(tokenizer, turns, ["tool.trigger=output_fence"])
+    assert sandbox.calls == [("print(17*23)", "p1#0")]
+    assert engine.requests[0].stop == ["```output"]  # no closing-fence stop string
+    assert traj.segments[1].kind == "observation" and traj.segments[1].text == "\n391\n```\n"
+    _check_alignment(traj, tokenizer)
+
+
+def test_output_fence_trigger_ignores_closed_blocks_and_eos(tokenizer) -> None:
+    turns = ["```python\nprint(1)\n```\nso \\boxed{1}<EOS>"]
+    (traj,), _, sandbox = _run(tokenizer, turns, ["tool.trigger=output_fence"])
+    assert sandbox.calls == [] and traj.finish_reason == "eos"
+    # EOS right after a closed block: with output_fence that ends the response (close_fence would run the block)
+    (traj,), _, sandbox = _run(tokenizer, ["```python\nprint(1)\n```<EOS>"], ["tool.trigger=output_fence"])
+    assert sandbox.calls == [] and traj.finish_reason == "eos"
+
+
+def test_close_fence_stays_the_default(tokenizer) -> None:
+    (traj,), engine, sandbox = _run(tokenizer, ["```python\nprint(1)\n```\n", "\\boxed{1}<EOS>"])
+    assert load_config(None, []).tool.trigger == "close_fence"
+    assert len(sandbox.calls) == 1 and "```\n" in engine.requests[0].stop
+
+
+def test_unlimited_calls_run_until_the_answer(tokenizer) -> None:
+    block = "<code>\n```python\nprint(1)\n```\n</code>"
+    turns = [block] * 12 + ["<answer>\\boxed{1}</answer>"]
+    (traj,), _, sandbox = _run(tokenizer, turns, ["tool.format=retool", "tool.max_calls=-1",
+                                                  "rollout.max_new_tokens=2000"])
+    assert len(sandbox.calls) == 12 == traj.num_calls and traj.finish_reason == "answer"
+    _check_alignment(traj, tokenizer)

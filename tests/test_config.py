@@ -52,7 +52,7 @@ def test_bad_choice_lists_allowed_values() -> None:
     assert "torl" in e.value.message and "retool" in e.value.message
 
 
-@pytest.mark.parametrize("override", ["tool.max_calls=-1", "rollout.top_p=0", "tool.timeout_s=0", "eval.n=0"])
+@pytest.mark.parametrize("override", ["tool.max_calls=-2", "rollout.top_p=0", "tool.timeout_s=0", "eval.n=0"])
 def test_out_of_range_values_rejected(override: str) -> None:
     with pytest.raises(ConfigError):
         load_config(None, [override])

@@ -236,3 +236,42 @@ def test_arith_problems_demand_integer_answers() -> None:
     from toolrl.eval.arith import arith_problems
 
     assert all(p.meta["answer_format"] == "integer" for p in arith_problems(5))
+
+
+def _call(kind: ExecKind, stdout: str = "") -> ToolCall:
+    return ToolCall(code="x", kind=kind, observation="", stdout=stdout)
+
+
+@pytest.mark.parametrize(
+    ("calls", "paper", "authors_code"),
+    [
+        ([], 0.0, -0.5),  # no code: the authors' code penalises it (execution_pass stays 0), the paper text does not
+        ([_call(ExecKind.OK, "1")], 0.0, 0.0),
+        ([_call(ExecKind.ERROR)], -0.5, -0.5),
+        ([_call(ExecKind.ERROR, "partial\n")], -0.5, 0.0),  # printed, then crashed: a pass in the authors' code
+        ([_call(ExecKind.TIMEOUT)], -0.5, -0.5),
+        ([_call(ExecKind.ERROR), _call(ExecKind.OK, "2")], -0.5, 0.0),  # only the last round sets the flag
+        ([_call(ExecKind.OK, "2"), _call(ExecKind.ERROR)], -0.5, -0.5),
+        ([_call(ExecKind.INFRA)], 0.0, 0.0),  # never the model's fault
+    ],
+)
+def test_exec_penalty_rules(calls: list[ToolCall], paper: float, authors_code: float) -> None:
+    for rule, expected in (("paper", paper), ("authors_code", authors_code)):
+        t = _traj("\\boxed{42}")
+        t.calls = list(calls)
+        score(t, RewardConfig(exec_error_penalty=-0.5, exec_penalty_rule=rule))
+        assert t.correct and t.reward == pytest.approx(1.0 + expected), rule
+
+
+def test_retool_extraction_falls_back_to_the_last_number_on_the_last_line() -> None:
+    text = "We add 3 and 4.\nThe result is 7"
+    t = _traj(text, answer="7")
+    score(t, RewardConfig(), "retool")
+    assert not t.correct and t.extracted_answer is None  # boxed only by default
+    score(t, RewardConfig(extract="boxed_or_last_number"), "retool")
+    assert t.correct and t.extracted_answer == "7"
+    boxed = _traj("first 5 then \\boxed{9}\nand 7", answer="9")
+    score(boxed, RewardConfig(extract="boxed_or_last_number"), "retool")
+    assert boxed.extracted_answer == "9"  # \boxed{} wins over the fallback
+    assert extract_answer("x = 2\n\nanswer: -1,250.5\n", rule="boxed_or_last_number") == "-1250.5"
+    assert extract_answer("```python\nprint(5)\n```\n", rule="boxed_or_last_number") is None  # code is not prose

@@ -114,7 +114,7 @@ def _check_values(cfg: RootConfig) -> None:
         if not ok:
             raise ConfigError(f"config key '{key}' must be {what}", f"fix it, e.g. {key}=<{what}>")
 
-    need(cfg.tool.max_calls >= 0, "tool.max_calls", ">= 0 (0 means text-only)")
+    need(cfg.tool.max_calls >= -1, "tool.max_calls", ">= -1 (0 = no execution, -1 = no cap)")
     need(cfg.tool.timeout_s > 0, "tool.timeout_s", "> 0 seconds")
     need(cfg.tool.max_output_chars >= 16, "tool.max_output_chars", ">= 16")
     need(cfg.rollout.max_new_tokens > 0, "rollout.max_new_tokens", "> 0")
@@ -130,6 +130,29 @@ def _check_values(cfg: RootConfig) -> None:
     need(cfg.train.steps >= 0, "train.steps", ">= 0")
     need(cfg.train.prompts_per_step > 0, "train.prompts_per_step", "> 0")
     need(cfg.train.lr > 0, "train.lr", "> 0")
+    _check_cross_fields(cfg)
+
+
+def _check_cross_fields(cfg: RootConfig) -> None:
+    """Rules that relate several keys (or that only training cares about), checked wherever a config is built,
+    so `toolrl sweep --dry-run` rejects every run that `toolrl train` would reject. Checks that need the number
+    of processes stay in the trainer."""
+    a, t = cfg.algo, cfg.train
+    if a.micro_batch_size <= 0 or a.mini_batch_size <= 0:
+        raise ConfigError("algo.mini_batch_size and algo.micro_batch_size must be > 0", "e.g. algo.micro_batch_size=4")
+    if a.ppo_epochs <= 0:
+        raise ConfigError("algo.ppo_epochs must be > 0", "algo.ppo_epochs=1 is on-policy")
+    if t.save_every <= 0:
+        raise ConfigError("train.save_every must be > 0", "e.g. train.save_every=5")
+    if a.name in ("grpo", "rloo") and a.n_samples < 2:
+        raise ConfigError(f"algo.name={a.name} needs algo.n_samples >= 2",
+                          "group baselines need siblings, e.g. algo.n_samples=8")
+    if a.dual_clip_c is not None and a.dual_clip_c <= 1:
+        raise ConfigError(f"algo.dual_clip_c={a.dual_clip_c} must be > 1", "verl's ReTool recipe uses algo.dual_clip_c=10")
+    if cfg.sft.batch_size <= 0 or cfg.sft.epochs < 0:
+        raise ConfigError("sft.batch_size must be > 0 and sft.epochs >= 0", "e.g. sft.batch_size=8 sft.epochs=1")
+    if cfg.rollout.max_prompt_tokens <= 0:
+        raise ConfigError("rollout.max_prompt_tokens must be > 0", "e.g. rollout.max_prompt_tokens=512")
 
 
 def load_config(

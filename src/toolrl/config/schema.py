@@ -47,6 +47,19 @@ class PromptConfig:
         ("auto", "raw", "chat"),
     )
     system: Optional[str] = _f(None, "Replace the built-in instruction text (the tool format's default).")
+    instruction: str = _f(
+        "auto",
+        "Which built-in instruction the prompt carries: tool = the tool format's, even when tool.max_calls=0 "
+        "(ToRL's C = 0 arm, numcall=0); text = plain step-by-step reasoning without tools; auto = text when "
+        "tool.max_calls=0, else tool.",
+        ("auto", "tool", "text"),
+    )
+    file: Optional[str] = _f(
+        None,
+        "A prompt template file used as the whole user message, with {question} where the problem goes "
+        "(e.g. retool = the ReTool paper's Fig. 7 template shipped in toolrl/prompts/retool.txt, or a path). "
+        "Replaces the built-in instruction; prompt.template still decides chat vs raw.",
+    )
 
 
 @dataclass
@@ -57,7 +70,18 @@ class ToolConfig:
         "<interpreter> tags and the final answer in <answer>.",
         ("torl", "retool"),
     )
-    max_calls: int = _f(1, "C: most code executions per response. 0 = text-only reasoning (no tool).")
+    max_calls: int = _f(
+        1,
+        "C: most code executions per response. 0 = no execution (text-only unless prompt.instruction=tool); "
+        "-1 = no cap: calls run until the answer or the token budget ends the response (ReTool).",
+    )
+    trigger: str = _f(
+        "close_fence",
+        "torl format: when a code block runs. close_fence = as soon as a ```python block closes; output_fence = "
+        "only when the model itself writes \"```output\" after it (ToRL's code), then the latest ```python block "
+        "runs. The retool format always runs at </code>.",
+        ("close_fence", "output_fence"),
+    )
     timeout_s: float = _f(5.0, "Wall-clock limit for one code execution.")
     max_output_chars: int = _f(
         256,
@@ -101,7 +125,12 @@ class VLLMConfig:
 class RolloutConfig:
     backend: str = _f("hf", "Generation engine: hf = transformers generate (batched); vllm = vLLM.", ("hf", "vllm"))
     max_new_tokens: int = _f(512, "Token budget for the whole response (model and observation tokens).")
-    max_prompt_tokens: int = _f(512, "Prompts longer than this are rejected with a clear message.")
+    max_prompt_tokens: int = _f(
+        512,
+        "Training: prompts longer than this (with the run's tokenizer and template) are dropped when the training "
+        "set loads, and counted (data/prompts_filtered). Evaluation scores every problem: its prompt budget is the "
+        "model's context minus rollout.max_new_tokens.",
+    )
     temperature: float = _f(1.0, "Sampling temperature; 0 = greedy.")
     top_p: float = _f(1.0, "Nucleus sampling threshold.")
     top_k: int = _f(0, "Top-k sampling; 0 = off.")
@@ -165,7 +194,21 @@ class RewardConfig:
     exec_error_penalty: float = _f(
         0.0,
         "Added to the reward when any code call in the response failed through the model's code "
-        "(exception, timeout, resource limit); infrastructure failures never count. ToRL tried -0.5.",
+        "(exception, timeout, resource limit); infrastructure failures never count. ToRL tried -0.5. "
+        "reward.exec_penalty_rule decides which responses it hits.",
+    )
+    exec_penalty_rule: str = _f(
+        "paper",
+        "Which responses get reward.exec_error_penalty. paper = any call failed through the model's code (ToRL "
+        "paper text); authors_code = the last execution did not pass, responses without code included, and code "
+        "that printed before it crashed counts as a pass (ToRL's released code, execution_pass == 0).",
+        ("paper", "authors_code"),
+    )
+    extract: str = _f(
+        "boxed",
+        "Final-answer extraction: boxed = the last \\boxed{} (or the retool <answer> tag); boxed_or_last_number = "
+        "the same, else the last number on the last non-empty line (ReTool's evaluation code).",
+        ("boxed", "boxed_or_last_number"),
     )
     grade_timeout_s: float = _f(5.0, "Longest time one answer comparison may take before it counts as wrong.")
 
@@ -202,6 +245,9 @@ class AlgoConfig:
     micro_batch_size: int = _f(4, "Trajectories per forward/backward (gradient accumulation fills the mini-batch).")
     clip_low: float = _f(0.2, "PPO ratio clip below 1.")
     clip_high: float = _f(0.28, "PPO ratio clip above 1 (clip-higher when > clip_low).")
+    dual_clip_c: Optional[float] = _f(
+        None, "Dual-clip PPO lower bound c for negative advantages (verl clip_ratio_c); empty = off."
+    )
     loss_agg: str = _f("token_mean", "How token losses become one number.", ("token_mean", "seq_mean"))
     kl_coef: float = _f(0.0, "KL-to-reference weight; 0 = no reference model is loaded.")
     kl_estimator: str = _f("k3", "KL estimator.", ("k1", "k3"))

@@ -1,4 +1,5 @@
-"""Pure final-answer extraction: the last ``\\boxed{...}`` (or ``\\fbox``), or ReTool's ``<answer>`` tag."""
+"""Pure final-answer extraction: the last ``\\boxed{...}`` (or ``\\fbox``), or ReTool's ``<answer>`` tag; optionally
+(``reward.extract=boxed_or_last_number``, ReTool's evaluation code) the last number on the last line."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ _BOX_OPEN = re.compile(r"\\(?:boxed|fbox)\s*\{")
 _BOX_BARE = re.compile(r"\\boxed\s+([^\s${}]+)")  # "\boxed 5": braces are optional in LaTeX for one token
 _ANSWER_TAG = re.compile(r"<answer>(.*?)</answer>", re.DOTALL)
 # Code and program output are not answers: a `print("\\boxed{42}")` or its output must not be graded.
+_NUMBER = re.compile(r"[-+]?\d[\d,]*(?:\.\d+)?|[-+]?\.\d+")
 _NOT_PROSE = re.compile(r"```.*?(?:```|\Z)|<code>.*?(?:</code>|\Z)|<interpreter>.*?(?:</interpreter>|\Z)", re.DOTALL)
 
 
@@ -61,7 +63,22 @@ def _strip_math(s: str) -> str:
     return s
 
 
-def extract_answer(response: str, tool_format: str = "torl") -> str | None:
+def last_number_on_last_line(text: str) -> str | None:
+    """The last number on the last non-empty line (thousands separators dropped), or None.
+
+    >>> last_number_on_last_line("so 3 apples\\nThe answer is 1,024.\\n")
+    '1024'
+    >>> last_number_on_last_line("42\\nno number here") is None
+    True
+    """
+    lines = [ln for ln in text.splitlines() if ln.strip()]
+    if not lines:
+        return None
+    found = _NUMBER.findall(lines[-1])
+    return found[-1].replace(",", "").lstrip("+") if found else None
+
+
+def extract_answer(response: str, tool_format: str = "torl", rule: str = "boxed") -> str | None:
     """The final answer written in ``response``, or None when there is none.
 
     torl: the content of the last complete ``\\boxed{...}`` (``\\fbox{...}`` too; nested braces are kept).
@@ -76,6 +93,9 @@ def extract_answer(response: str, tool_format: str = "torl") -> str | None:
     '7'
     >>> extract_answer("I give up") is None
     True
+    >>> extract_answer("So the total is 17", rule="boxed_or_last_number")  # ReTool's evaluation fallback
+    '17'
+
     >>> extract_answer("```python\\nprint(r'\\\\boxed{1}')\\n```\\n```output\\n\\\\boxed{1}\\n```") is None
     True
     """
@@ -89,4 +109,6 @@ def extract_answer(response: str, tool_format: str = "torl") -> str | None:
             if answer:
                 return answer
     answer = last_boxed(response)
+    if not answer and rule == "boxed_or_last_number":
+        answer = last_number_on_last_line(response)
     return answer or None

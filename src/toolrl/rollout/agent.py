@@ -13,7 +13,10 @@ Documented choices:
   last observation also tells the model that no more executions are available (masked like all observations).
 - A response that ends (EOS) right after closing a code block, with calls left, has that block executed: the EOS
   token is dropped and generation continues after the observation, as if the block's closing fence had been a stop
-  string. Small instruct models often stop there, expecting a tool to answer.
+  string. Small instruct models often stop there, expecting a tool to answer. This applies to
+  ``tool.trigger=close_fence`` only: with ``output_fence`` (ToRL's code) an EOS ends the response.
+- ``tool.max_calls=-1`` means no cap: code runs at every call until the answer or the token budget ends the
+  response (ReTool).
 """
 
 from __future__ import annotations
@@ -27,6 +30,8 @@ from toolrl.rollout.formats import ToolFormat, extract_call, format_observation,
 from toolrl.sandbox.base import ExecResult
 from toolrl.types import ExecKind, FinishReason, ToolCall, Trajectory
 
+UNLIMITED_CALLS = 1 << 62  # tool.max_calls=-1: far more calls than any token budget allows
+
 
 LIMIT_NOTICE = "(No more code executions are available. Finish with your final answer.)\n"
 
@@ -37,8 +42,8 @@ class TrajectoryState:
         self.cfg = cfg
         self.tokenizer = tokenizer
         self.eos_token_ids = eos_token_ids
-        self.fmt: ToolFormat = get_format(cfg.tool.format)
-        self.calls_left = cfg.tool.max_calls
+        self.fmt: ToolFormat = get_format(cfg.tool.format, cfg.tool.trigger)
+        self.calls_left = UNLIMITED_CALLS if cfg.tool.max_calls < 0 else cfg.tool.max_calls
         self.done = False
         self.started = time.monotonic()
         self._turn_ids: list[int] = []  # model tokens since the last observation (decoded together: exact text)
@@ -82,7 +87,8 @@ class TrajectoryState:
         if self.traj.logprobs is None and logprobs is not None and not self.traj.response_ids:
             self.traj.logprobs = []
         finish = out.finish
-        if finish == "eos" and self.calls_left > 0 and ids and ids[-1] in self.eos_token_ids:
+        if (finish == "eos" and self.calls_left > 0 and self.fmt.trigger == "close_fence" and ids
+                and ids[-1] in self.eos_token_ids):
             # EOS right after a closed code block: run the block (see module docstring).
             body = self.tokenizer.decode(self._turn_ids + ids[:-1], skip_special_tokens=False)
             if extract_call(body, self.fmt) is not None:

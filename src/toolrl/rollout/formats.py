@@ -1,8 +1,10 @@
 """Tool formats, as pure text logic: where generation pauses, which code runs, how its output is shown.
 
 Two formats, one per paper:
-- ``torl``: the model writes a fenced ```python block; generation pauses when the block closes (or when the model
-  itself opens an ```output block); the observation is inserted as an ```output block.
+- ``torl``: the model writes a fenced ```python block; the observation is inserted as an ```output block. With
+  ``tool.trigger=close_fence`` generation pauses when the block closes (or when the model itself opens an ```output
+  block); with ``tool.trigger=output_fence`` (ToRL's released code) only the model's own "```output" runs code:
+  the latest complete ```python block before it.
 - ``retool``: the model writes ``<code>`` ... ``</code>`` (usually around a ```python block); generation pauses at
   ``</code>``; the observation is inserted as ``<interpreter>`` ... ``</interpreter>``; the final answer goes in
   ``<answer>`` ... ``</answer>``.
@@ -30,17 +32,22 @@ class ToolFormat:
     name: str
     call_stops: tuple[str, ...]  # stop strings that may end a code call
     final_stops: tuple[str, ...]  # stop strings that end the response (kept after the call limit)
+    trigger: str = "close_fence"  # torl: close_fence (a closing fence runs the block) or output_fence
 
     def stops(self, calls_left: int) -> list[str]:
         return list(self.call_stops + self.final_stops) if calls_left > 0 else list(self.final_stops)
 
 
 TORL = ToolFormat("torl", call_stops=("```output", "```\n"), final_stops=())
+TORL_OUTPUT = ToolFormat("torl", call_stops=("```output",), final_stops=(), trigger="output_fence")
 RETOOL = ToolFormat("retool", call_stops=("</code>",), final_stops=("</answer>",))
 FORMATS = {"torl": TORL, "retool": RETOOL}
 
 
-def get_format(name: str) -> ToolFormat:
+def get_format(name: str, trigger: str = "close_fence") -> ToolFormat:
+    """The format ``name``; ``trigger`` only matters for torl (retool always runs at ``</code>``)."""
+    if name == "torl" and trigger == "output_fence":
+        return TORL_OUTPUT
     return FORMATS[name]
 
 
@@ -57,8 +64,24 @@ def extract_call(turn_text: str, fmt: ToolFormat) -> str | None:
     True
     >>> extract_call("<code>\\n```python\\nx = 2\\nprint(x)\\n```\\n</code>", RETOOL)
     'x = 2\\nprint(x)'
+
+    With the output_fence trigger only the model's own "```output" makes a call, and the latest complete
+    ```python block before it runs, wherever it ends:
+
+    >>> extract_call("```python\\nprint(1)\\n```\\n", TORL_OUTPUT) is None
+    True
+    >>> extract_call("```python\\nprint(1)\\n```\\nSo we get:\\n```output", TORL_OUTPUT)
+    'print(1)'
     """
-    if fmt.name == "torl":
+    if fmt.trigger == "output_fence":
+        tail = turn_text.rstrip()
+        if not tail.endswith("```output"):
+            return None
+        blocks = list(_PY_BLOCK.finditer(tail[: -len("```output")]))
+        if not blocks:
+            return None
+        code = blocks[-1].group(1)
+    elif fmt.name == "torl":
         tail = turn_text.rstrip()
         if tail.endswith("```output"):
             tail = tail[: -len("```output")].rstrip()
@@ -141,7 +164,7 @@ def format_observation(result: ExecResult, cfg: "ToolConfig", turn_text: str = "
     """The observation a rollout with this tool config would insert for ``result``."""
     return render_observation(
         result,
-        get_format(cfg.format),
+        get_format(cfg.format, cfg.trigger),
         max_chars=cfg.max_output_chars,
         timeout_s=cfg.timeout_s,
         error_last_line_only=cfg.error_last_line_only,
