@@ -80,6 +80,16 @@ def test_invalid_spec_fails_before_any_run(app, tmp_path):
     assert not (tmp_path / "sw").exists()
 
 
+def test_dry_run_rejects_what_a_training_run_would_reject(app, tmp_path):
+    """A group-baseline algorithm with one sample per prompt passes no training run, so no dry-run either."""
+    bad = tmp_path / "groups.yaml"
+    bad.write_text("axes: {algo.n_samples: [1, 4]}\nbase: {overrides: {algo.name: grpo}}\n")
+    res = invoke(app, ["sweep", bad, "--dry-run", "--out", tmp_path / "sw"])
+    assert isinstance(res.exception, ToolrlError)
+    assert "algo.n_samples >= 2" in res.exception.message and "n_samples=1" in res.exception.message
+    assert res.exception.hint and not (tmp_path / "sw").exists()
+
+
 def test_wandb_backend_and_agent_need_a_login(app, spec_file, tmp_path):
     env = {"HOME": str(tmp_path), "WANDB_API_KEY": "", "WANDB_MODE": "", "NETRC": str(tmp_path / "none")}
     for args in (["sweep", spec_file, "--backend", "wandb"], ["sweep", "agent", "me/proj/abc123"]):

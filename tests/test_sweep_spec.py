@@ -117,7 +117,11 @@ def test_spec_errors_are_one_line_with_a_hint(raw, message, hint):
     [
         ({"tool.max_calls": [1, "many"]}, {}, "tool.max_calls"),  # wrong type, caught by loading the config
         ({"algo.name": ["grpo", "dpo"]}, {}, "allowed: grpo, ppo, rloo"),  # outside the choices
-        ({"tool.max_calls": [-1]}, {}, ">= 0"),  # range rule
+        ({"tool.max_calls": [-2]}, {}, ">= -1"),  # range rule
+        # cross-field rules a training run would reject are rejected by the dry-run too
+        ({"algo.n_samples": [1, 4]}, {"overrides": {"algo.name": "grpo"}}, "algo.n_samples >= 2"),
+        ({"algo.ppo_epochs": [0]}, {}, "algo.ppo_epochs must be > 0"),
+        ({"train.save_every": [0]}, {}, "train.save_every must be > 0"),
         ({"tool.max_calls": [1]}, {"overrides": {"train.stepz": 3}}, "train.steps"),  # typo in the base
     ],
 )

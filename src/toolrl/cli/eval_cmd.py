@@ -86,7 +86,8 @@ def eval_command(
     bench_name = cfg.eval.bench
     if bench_name in BENCHMARKS and local_file(bench_name, cfg) is None:
         info(f"[dim]{bench_name}.jsonl is not in data.dir; trying the Hugging Face Hub ({BENCHMARKS[bench_name].dataset})[/]")
-    problems = load_problems(bench_name, cfg, limit=cfg.eval.limit)  # fail on data before loading a model
+    everything = load_problems(bench_name, cfg)  # fail on data before loading a model
+    problems = everything[: cfg.eval.limit] if cfg.eval.limit is not None else everything
     k = cfg.eval.n
 
     from toolrl.rollout import build_engine, sampling_from_config
@@ -139,6 +140,10 @@ def eval_command(
         "protocol": protocol,
         "sampling": {"temperature": sampling.temperature, "top_p": sampling.top_p, "top_k": sampling.top_k,
                      "seed": sampling.seed},
+        # Every problem is scored (or the run stops before it starts): a smaller denominator only comes from
+        # eval.limit, and these two numbers say so.
+        "problems_scored": len({t.problem.id for t in result.trajectories}),
+        "problems_in_benchmark": len(everything),
         "tool": {"format": cfg.tool.format, "max_calls": cfg.tool.max_calls, "sandbox": cfg.sandbox.backend},
         "metrics": result.metrics,
         "run_dir": str(run_dir),
@@ -152,6 +157,7 @@ def eval_command(
     err_console.print(results_table(results))
     if compare:
         err_console.print(compare_table(bench_name, results))
+    info(f"scored {results['problems_scored']} of the {results['problems_in_benchmark']} problems of {bench_name}")
     info(f"run dir: {run_dir}  (results.json, rollouts.jsonl; view with `toolrl inspect rollout {run_dir}`)")
     if json_out:
         print_json({k2: v for k2, v in results.items() if k2 != "config"})

@@ -7,11 +7,46 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
 from toolrl.config.schema import RootConfig
+from toolrl.errors import DataError
 from toolrl.eval.metrics import compute_metrics
 from toolrl.reward import score
 from toolrl.rollout.engine import Engine, SamplingSpec
 from toolrl.sandbox.base import Sandbox
 from toolrl.types import Problem, Trajectory
+
+
+# A tokenizer without a real limit reports a huge sentinel (about 1e30) as model_max_length.
+_NO_LIMIT = 10**7
+
+
+def model_context(engine: Engine) -> int | None:
+    """Longest prompt + response the engine's model takes: vLLM's max_model_len, the model config's
+    max_position_embeddings, the tokenizer's model_max_length (the smallest known); None when none is known."""
+    found = [getattr(engine, "max_model_len", None),
+             getattr(getattr(getattr(engine, "model", None), "config", None), "max_position_embeddings", None),
+             getattr(getattr(engine, "tokenizer", None), "model_max_length", None)]
+    known = [int(x) for x in found if isinstance(x, int) and 0 < x < _NO_LIMIT]
+    return min(known) if known else None
+
+
+def check_prompts_fit(problems: Sequence[Problem], cfg: RootConfig, engine: Engine) -> int | None:
+    """Evaluation scores every problem, so its prompt budget is the model's context minus rollout.max_new_tokens
+    (rollout.max_prompt_tokens only filters training data). Raises DataError naming the first problem that cannot
+    fit at all; returns the budget (None = no known limit)."""
+    from toolrl.rollout.prompts import prompt_lengths
+
+    context = model_context(engine)
+    if context is None:
+        return None
+    budget = context - cfg.rollout.max_new_tokens
+    for p, n in zip(problems, prompt_lengths(problems, cfg, engine.tokenizer)):
+        if n > budget:
+            raise DataError(
+                f"problem '{p.id}' has a {n}-token prompt: with rollout.max_new_tokens={cfg.rollout.max_new_tokens} "
+                f"it does not fit the model's {context}-token context",
+                "lower rollout.max_new_tokens, or raise rollout.vllm.max_model_len if the model allows it",
+            )
+    return budget
 
 
 @dataclass
@@ -38,6 +73,7 @@ def evaluate(
     from toolrl.rollout.loop import run_rollouts
 
     fmt = cfg.tool.format
+    check_prompts_fit(problems, cfg, engine)  # every problem is scored: fail before any generation, never mid-way
 
     def on_done(traj: Trajectory) -> None:
         score(traj, cfg.reward, fmt)

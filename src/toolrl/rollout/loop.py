@@ -21,17 +21,15 @@ ProgressFn = Callable[[Trajectory], None]  # called once per finished trajectory
 
 
 def make_states(problems: Sequence[Problem], cfg: RootConfig, engine: Engine, n: int) -> list[TrajectoryState]:
-    """One state per (problem, sample), ordered by problem then sample index."""
-    from toolrl.errors import DataError
+    """One state per (problem, sample), ordered by problem then sample index.
 
+    Prompt length is not checked here, so a long prompt can never abort a whole batch mid-run: training drops long
+    prompts when its data loads (``toolrl.train.data.drop_long_prompts``), evaluation checks every prompt against
+    the model's context before it starts (``toolrl.eval.evaluator.check_prompts_fit``).
+    """
     states = []
     for p in problems:
         text, ids = encode_prompt(p, cfg, engine.tokenizer)
-        if len(ids) > cfg.rollout.max_prompt_tokens:
-            raise DataError(
-                f"problem '{p.id}' has a {len(ids)}-token prompt, over rollout.max_prompt_tokens={cfg.rollout.max_prompt_tokens}",
-                "raise rollout.max_prompt_tokens or drop long problems",
-            )
         for i in range(n):
             traj = Trajectory(problem=p, sample_index=i, prompt_text=text, prompt_ids=list(ids))
             states.append(TrajectoryState(traj, cfg, engine.tokenizer, engine.eos_token_ids))

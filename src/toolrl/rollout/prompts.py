@@ -1,11 +1,15 @@
 """Prompt templates: ToRL's raw text for base models, the tokenizer's chat template for instruct models.
 
-The instruction depends on the tool format and on whether code calls are allowed at all (C = 0 is text-only).
+The instruction depends on the tool format and on ``prompt.instruction`` (auto: C = 0 is text-only). A template
+file (``prompt.file``, e.g. ReTool's Fig. 7 template in ``toolrl/prompts/retool.txt``) replaces the instruction and
+is the whole user message, with ``{question}`` where the problem goes.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Sequence
 
 from toolrl.config.schema import RootConfig
 from toolrl.errors import ConfigError
@@ -44,10 +48,32 @@ CHAT_INSTRUCTIONS = {
 }
 
 
+_SHIPPED_TEMPLATES = Path(__file__).resolve().parents[1] / "prompts"  # sources: toolrl/prompts/SOURCES.md
+QUESTION_SLOT = "{question}"
+
+
+@lru_cache(maxsize=8)
+def load_template_file(name_or_path: str) -> str:
+    """A shipped template by name (``retool``) or a text file; it must contain ``{question}`` once or more."""
+    shipped = _SHIPPED_TEMPLATES / f"{name_or_path}.txt"
+    path = shipped if shipped.is_file() else Path(name_or_path).expanduser()
+    if not path.is_file():
+        names = ", ".join(sorted(p.stem for p in _SHIPPED_TEMPLATES.glob("*.txt")))
+        raise ConfigError(f"prompt.file '{name_or_path}' is neither a shipped template nor a file",
+                          f"use one of: {names}, or a path to a text file with {QUESTION_SLOT} in it")
+    text = path.read_text(encoding="utf-8").removesuffix("\n")
+    if QUESTION_SLOT not in text:
+        raise ConfigError(f"prompt template {path} has no {QUESTION_SLOT} slot", f"write {QUESTION_SLOT} where the problem goes")
+    return text
+
+
 def instruction_for(cfg: RootConfig, chat: bool) -> str:
     if cfg.prompt.system:
         return cfg.prompt.system
-    key = "text" if cfg.tool.max_calls == 0 else cfg.tool.format
+    mode = cfg.prompt.instruction
+    if mode == "auto":
+        mode = "text" if cfg.tool.max_calls == 0 else "tool"
+    key = "text" if mode == "text" else cfg.tool.format
     return (CHAT_INSTRUCTIONS if chat else INSTRUCTIONS)[key]
 
 
@@ -67,6 +93,14 @@ def use_chat(cfg: RootConfig, tokenizer: Any) -> bool:
 
 def render_prompt(problem: Problem, cfg: RootConfig, tokenizer: Any) -> str:
     """The prompt text for one problem (special tokens included for chat templates)."""
+    if cfg.prompt.file:
+        # str.replace, not str.format: templates hold literal braces (\\boxed{...}).
+        content = load_template_file(cfg.prompt.file).replace(QUESTION_SLOT, problem.problem)
+        if use_chat(cfg, tokenizer):
+            return tokenizer.apply_chat_template(
+                [{"role": "user", "content": content}], tokenize=False, add_generation_prompt=True
+            )
+        return content
     if use_chat(cfg, tokenizer):
         content = f"{instruction_for(cfg, chat=True)}\n\nQuestion: {problem.problem}"
         return tokenizer.apply_chat_template(
@@ -80,3 +114,12 @@ def encode_prompt(problem: Problem, cfg: RootConfig, tokenizer: Any) -> tuple[st
     text = render_prompt(problem, cfg, tokenizer)
     ids = tokenizer(text, add_special_tokens=not use_chat(cfg, tokenizer))["input_ids"]
     return text, list(ids)
+
+
+def prompt_lengths(problems: Sequence[Problem], cfg: RootConfig, tokenizer: Any) -> list[int]:
+    """Token count of each problem's prompt, exactly as ``encode_prompt`` would produce it (batched)."""
+    if not problems:
+        return []
+    texts = [render_prompt(p, cfg, tokenizer) for p in problems]
+    ids = tokenizer(texts, add_special_tokens=not use_chat(cfg, tokenizer))["input_ids"]
+    return [len(x) for x in ids]

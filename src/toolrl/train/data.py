@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 from typing import Any, Sequence
 
+from toolrl.errors import DataError
 from toolrl.types import Problem
 
 
@@ -55,3 +56,19 @@ class ProblemStream:
 def shard(items: Sequence[Any], rank: int, world_size: int) -> list[Any]:
     """This rank's share of a step's problems (whole problems, so every group stays on one rank)."""
     return list(items[rank::world_size])
+
+
+def drop_long_prompts(problems: Sequence[Problem], lengths: Sequence[int], max_tokens: int) -> tuple[list[Problem], int]:
+    """Keep the problems whose prompt has at most ``max_tokens`` tokens (ToRL's loader drops them the same way);
+    returns the kept problems and how many were dropped. Nothing left is an error.
+
+    >>> ps = [Problem(str(i), "q", "a") for i in range(3)]
+    >>> kept, dropped = drop_long_prompts(ps, [10, 500, 20], 400)
+    >>> [p.id for p in kept], dropped
+    (['0', '2'], 1)
+    """
+    kept = [p for p, n in zip(problems, lengths) if n <= max_tokens]
+    if problems and not kept:
+        raise DataError(f"every one of the {len(problems)} training prompts is over rollout.max_prompt_tokens={max_tokens}",
+                        f"raise rollout.max_prompt_tokens (the shortest prompt has {min(lengths)} tokens)")
+    return kept, len(problems) - len(kept)

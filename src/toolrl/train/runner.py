@@ -195,7 +195,6 @@ class Run:
     def _rl(self, policy_path: str, tokenizer: Any, sandbox: Any) -> Path:
         import copy
 
-        from toolrl.eval.benchmarks import load_train_problems
         from toolrl.rollout import build_engine
         from toolrl.train.data import ProblemStream
         from toolrl.train.forward import ValueModel
@@ -216,7 +215,12 @@ class Run:
             engine = build_engine(rollout_cfg, model=policy.module, tokenizer=tokenizer)
         else:
             engine = build_engine(rollout_cfg, tokenizer=tokenizer)
-        stream = ProblemStream(load_train_problems(cfg), seed=cfg.data.shuffle_seed)
+        stream = ProblemStream(self._train_problems(tokenizer), seed=cfg.data.shuffle_seed)
+        if cfg.eval.during_train_bench:  # fail now, not at the first periodic evaluation, if a prompt cannot fit
+            from toolrl.eval import load_problems
+            from toolrl.eval.evaluator import check_prompts_fit
+
+            check_prompts_fit(load_problems(cfg.eval.during_train_bench, cfg, cfg.eval.during_train_limit), cfg, engine)
         stepper = RLStep(cfg, strategy=self.strategy, policy=policy, tokenizer=tokenizer, rollout_engine=engine,
                          sandbox=sandbox, stream=stream, critic=critic, ref=ref)
 
@@ -234,6 +238,7 @@ class Run:
             for step in range(start + 1, cfg.train.steps + 1):
                 result = stepper.run(step, progress=self.hooks.trajectory if self.strategy.is_main else None)
                 metrics = result.metrics
+                metrics["data/prompts_filtered"] = float(self.prompts_filtered)
                 if cfg.eval.during_train_bench and cfg.eval.every > 0 and step % cfg.eval.every == 0:
                     metrics.update(self._evaluate(engine, policy, sandbox))
                 if tracker is not None:
@@ -254,6 +259,22 @@ class Run:
         finally:
             if cfg.rollout.backend != "hf":
                 engine.close()
+
+    prompts_filtered = 0
+
+    def _train_problems(self, tokenizer: Any) -> list[Any]:
+        """The training set without prompts over rollout.max_prompt_tokens (ToRL's loader drops them too)."""
+        from toolrl.eval.benchmarks import load_train_problems
+        from toolrl.rollout.prompts import prompt_lengths
+        from toolrl.train.data import drop_long_prompts
+
+        cfg = self.cfg
+        problems = load_train_problems(cfg)
+        kept, self.prompts_filtered = drop_long_prompts(problems, prompt_lengths(problems, cfg, tokenizer),
+                                                        cfg.rollout.max_prompt_tokens)
+        self.hooks.phase(f"training set: {len(kept)} of {len(problems)} problems; {self.prompts_filtered} dropped "
+                         f"with prompts over rollout.max_prompt_tokens={cfg.rollout.max_prompt_tokens}")
+        return kept
 
     def _evaluate(self, engine: Any, policy: Any, sandbox: Any) -> dict[str, float]:
         """Greedy evaluation of the live policy on eval.during_train_bench (rank 0; others wait)."""
