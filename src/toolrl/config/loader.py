@@ -153,6 +153,10 @@ def _check_cross_fields(cfg: RootConfig) -> None:
         raise ConfigError("sft.batch_size must be > 0 and sft.epochs >= 0", "e.g. sft.batch_size=8 sft.epochs=1")
     if cfg.rollout.max_prompt_tokens <= 0:
         raise ConfigError("rollout.max_prompt_tokens must be > 0", "e.g. rollout.max_prompt_tokens=512")
+    if cfg.prompt.file:
+        from toolrl.rollout.prompts import load_template_file  # pure text logic; a missing file fails here, not mid-run
+
+        load_template_file(cfg.prompt.file)
 
 
 def load_config(
