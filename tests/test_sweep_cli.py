@@ -19,6 +19,8 @@ from toolrl.cli.sweep_cmd import register
 from toolrl.errors import ToolrlError
 from toolrl.sweep.wandb_sweep import WandbUnavailableError
 
+REPO = Path(__file__).resolve().parents[1]
+
 SPEC = """\
 name: cli
 axes: {tool.max_calls: [0, 2]}
@@ -88,6 +90,16 @@ def test_dry_run_rejects_what_a_training_run_would_reject(app, tmp_path):
     assert isinstance(res.exception, ToolrlError)
     assert "algo.n_samples >= 2" in res.exception.message and "n_samples=1" in res.exception.message
     assert res.exception.hint and not (tmp_path / "sw").exists()
+
+
+def test_paper_exec_penalty_sweep_dry_run_uses_the_authors_rule(app, tmp_path):
+    res = invoke(app, ["sweep", REPO / "sweeps" / "paper" / "torl_exec_penalty.yaml", "--dry-run", "--json",
+                       "--out", tmp_path / "sw"])
+    assert res.exit_code == 0, res.output
+    runs = json.loads(res.stdout[res.stdout.index("["):])
+    assert [r["values"]["reward.exec_error_penalty"] for r in runs] == [0.0, -0.5]
+    assert all("reward.exec_penalty_rule=authors_code" in r["overrides"] for r in runs)
+    assert not (tmp_path / "sw").exists()
 
 
 def test_wandb_backend_and_agent_need_a_login(app, spec_file, tmp_path):
