@@ -50,7 +50,7 @@ def run_dir_of(checkpoint: Path) -> Path:
 def policy_weights_in_final(checkpoint: Path) -> Path | None:
     """``RUN/final`` when pruning left this checkpoint's policy weights only there."""
     pruned = ckpt.read_state(checkpoint).get("pruned") or {}
-    if pruned.get("policy") == "final":
+    if pruned.get("policy_weights") == ckpt.PRUNED_POLICY:
         final = run_dir_of(checkpoint) / "final"
         if not is_model_dir(final):
             raise ModelError(f"{checkpoint} keeps its weights in {final}, which is missing",
