@@ -8,6 +8,7 @@ Steps are numbered from 1; a checkpoint of step k holds the state after k steps.
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import shutil
@@ -131,11 +132,11 @@ class Run:
                     module.save_pretrained(tmp, safe_serialization=True)
                 else:
                     cast = getattr(torch, dtype)
-                    own = module.config.dtype
-                    module.config.dtype = cast  # config.json must name the dtype the weights are stored in
                     module.save_pretrained(tmp, safe_serialization=True,
                                            state_dict={k: v.to(cast) for k, v in module.state_dict().items()})
-                    module.config.dtype = own
+                    # save_pretrained names the live module's dtype; config.json must name the stored one
+                    conf = json.loads((tmp / "config.json").read_text())
+                    (tmp / "config.json").write_text(json.dumps({**conf, "dtype": dtype}, indent=2) + "\n")
                 module.config.use_cache = False
                 tokenizer.save_pretrained(tmp)
                 if target.exists():
