@@ -274,3 +274,30 @@ def test_train_then_evaluate_an_intermediate_checkpoint(tiny_model_dir: Path, tm
     assert res.returncode == 0, res.stderr[-3000:]
     assert [r["step"] for r in read(run) if r["step"] >= 1 and "reward/mean" in r] == [1, 2, 3]
     assert ckpt.latest(run / "checkpoints").name == "step_000003"  # type: ignore[union-attr]
+
+
+@pytest.mark.slow
+def test_zero3_checkpoint_exports_the_merged_weights(tiny_model_dir: Path, tmp_path: Path) -> None:
+    """A real DeepSpeed ZeRO-3 checkpoint (weights spread over partition files) exports to the same model."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from toolrl.config.schema import DeepSpeedConfig
+    from toolrl.train.strategy import Strategy
+
+    strategy = Strategy(DeepSpeedConfig(zero_stage=3), "cpu")
+    model = AutoModelForCausalLM.from_pretrained(str(tiny_model_dir))
+    engine = strategy.engine(model, lr=1e-3, weight_decay=0.0, warmup_steps=0, micro_batch=1)
+    with strategy.gathered_params(engine.module):
+        expected = {k: v.detach().clone() for k, v in engine.module.state_dict().items()}
+
+    def write(d: Path) -> None:
+        engine.save_checkpoint(str(d / "policy"), tag="state", save_latest=False)
+        model.config.save_pretrained(d / MODEL_CONFIG)
+        AutoTokenizer.from_pretrained(str(tiny_model_dir)).save_pretrained(d / MODEL_CONFIG)
+
+    root = tmp_path / "run" / "checkpoints"
+    ckpt.save(root, 1, {"step": 1, "world_size": 1}, write)
+    tag = root / "step_000001" / "policy" / "state"
+    assert list(tag.glob("zero_pp_rank_0_mp_rank_00_model_states.pt"))  # really the ZeRO-3 layout
+    got = _weights(export_checkpoint(root / "step_000001", tmp_path / "out"))
+    assert all(torch.equal(got[k], expected[k]) for k in expected)
