@@ -168,7 +168,7 @@ def train_command(
              f"rollouts: toolrl inspect rollout {run_dir} --step N; metrics: {run_dir}/metrics.jsonl)")
         from toolrl.train.disk import kept_summary
 
-        info(kept_summary(Path(run_dir)))
+        err_console.print(kept_summary(Path(run_dir)), soft_wrap=True)  # one line, for logs and scripts
     if json_out:
         print_json({"run_dir": str(run_dir), "final": str(final), "elapsed_s": elapsed, "last_metrics": last})
 
