@@ -200,6 +200,7 @@ def test_pruning_a_finished_run_keeps_what_resume_and_eval_need(tiny_model_dir: 
     assert not (new / "policy").exists() and ckpt.is_complete(new) and ckpt.latest(root) == new
     assert ckpt.read_state(new)["pruned"]["policy_weights"] == ckpt.PRUNED_POLICY
     assert model_dir_for(new, tmp_path / "cache") == run / "final"
+    assert model_dir_for(run, tmp_path / "cache") == run / "final"  # `--model RUN`: its final model
     got, base = _weights(model_dir_for(old, tmp_path / "cache")), _weights(tiny_model_dir)  # type: ignore[arg-type]
     assert all(torch.equal(got[k], 2 * base[k]) for k in base)
     line = kept_summary(run)
