@@ -59,7 +59,7 @@ def embedded_gguf_path() -> Path:
 
 
 @contextmanager
-def _file_lock(path: Path) -> Iterator[None]:
+def file_lock(path: Path) -> Iterator[None]:
     """Serialise the one-time conversion across processes (parallel tests, sweep runs)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "w") as fh:
@@ -99,7 +99,7 @@ def embedded_model_dir(cfg: "ModelConfig | None" = None, show_progress: bool = T
     target = cache_root(cfg) / "models" / EMBEDDED_NAME
     if (target / _COMPLETE_MARKER).is_file():
         return target
-    with _file_lock(target.parent / f".{EMBEDDED_NAME}.lock"):
+    with file_lock(target.parent / f".{EMBEDDED_NAME}.lock"):
         if (target / _COMPLETE_MARKER).is_file():  # another process finished it while we waited
             return target
         if show_progress:
@@ -125,7 +125,15 @@ def resolve_model_path(cfg: "ModelConfig | None" = None) -> str:
     p = Path(path).expanduser()
     if p.exists():
         if not (p / "config.json").is_file():
-            raise ModelError(f"'{path}' has no config.json", "point model.path at a Hugging Face model directory")
+            from toolrl.train.export import model_dir_for
+
+            # A training run or checkpoint: its final model, or the checkpoint exported once into the cache.
+            found = model_dir_for(p, cache_root(cfg))
+            if found is None:
+                raise ModelError(f"'{path}' has no config.json",
+                                 "point model.path at a Hugging Face model directory, a training run directory "
+                                 "or one of its checkpoints (RUN/checkpoints/step_N)")
+            return str(found)
         return str(p)
     if path.startswith((".", "/", "~")) or path.count("/") > 1:
         raise ModelError(f"model directory '{path}' does not exist", "check model.path (or --model)")

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import threading
+from pathlib import Path
 from typing import Annotated, Any, Optional
 
 import typer
@@ -79,7 +81,7 @@ def eval_command(
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
     from toolrl.config.loader import config_to_dict, load_config, save_config
-    from toolrl.eval import evaluate, load_problems
+    from toolrl.eval import eval_protocol, evaluate, load_problems
     from toolrl.eval.benchmarks import BENCHMARKS, local_file
 
     cfg = load_config(config or [], [*(overrides or []), *_shortcuts(bench, model, n, limit)])
@@ -88,22 +90,22 @@ def eval_command(
         info(f"[dim]{bench_name}.jsonl is not in data.dir; trying the Hugging Face Hub ({BENCHMARKS[bench_name].dataset})[/]")
     everything = load_problems(bench_name, cfg)  # fail on data before loading a model
     problems = everything[: cfg.eval.limit] if cfg.eval.limit is not None else everything
-    k = cfg.eval.n
+    k, sampling, protocol = eval_protocol(cfg)  # greedy pass@1 (ToRL) or sampled avg@k (ReTool: 32, t 1.0, top_p 0.7)
 
-    from toolrl.rollout import build_engine, sampling_from_config
+    from toolrl.models import resolve_model_path
+    from toolrl.rollout import build_engine
     from toolrl.sandbox import build_sandbox
-
-    if k == 1:  # ToRL's protocol: greedy decoding, pass@1
-        sampling = sampling_from_config(cfg, greedy=True)
-        protocol = "greedy pass@1"
-    else:  # ReTool's protocol is avg@32 at temperature 1.0, top_p 0.7
-        sampling = sampling_from_config(cfg, temperature=cfg.eval.temperature, top_p=cfg.eval.top_p)
-        protocol = f"n={k} t={sampling.temperature:g} top_p={sampling.top_p:g}"
 
     run_dir = new_run_dir("eval", out if out is not None else cfg.run.dir, cfg.run.name)
     save_config(cfg, run_dir / "config.yaml")
     with err_console.status("loading model and sandbox ..."):
-        engine = build_engine(cfg)
+        # A training run or checkpoint resolves to its final model, or is exported once into the cache.
+        model_dir = resolve_model_path(cfg.model)
+        if cfg.model.path and Path(cfg.model.path).is_dir() and Path(model_dir) != Path(cfg.model.path):
+            info(f"[dim]{cfg.model.path} -> model directory {model_dir}[/]")
+        engine_cfg = copy.deepcopy(cfg)
+        engine_cfg.model.path = model_dir
+        engine = build_engine(engine_cfg)
         sandbox = build_sandbox(cfg)
 
     lock = threading.Lock()
@@ -136,6 +138,7 @@ def eval_command(
     results = {
         "bench": bench_name,
         "model": cfg.model.path or "embedded SmolLM2-135M-Instruct",
+        "model_dir": model_dir,
         "n": k,
         "protocol": protocol,
         "sampling": {"temperature": sampling.temperature, "top_p": sampling.top_p, "top_k": sampling.top_k,

@@ -166,6 +166,9 @@ def train_command(
     else:
         info(f"final model: {final}  (evaluate: toolrl eval --model {final} --bench arith; "
              f"rollouts: toolrl inspect rollout {run_dir} --step N; metrics: {run_dir}/metrics.jsonl)")
+        from toolrl.train.disk import kept_summary
+
+        err_console.print(kept_summary(Path(run_dir)), soft_wrap=True)  # one line, for logs and scripts
     if json_out:
         print_json({"run_dir": str(run_dir), "final": str(final), "elapsed_s": elapsed, "last_metrics": last})
 

@@ -227,12 +227,22 @@ class DataConfig:
 @dataclass
 class EvalConfig:
     bench: str = _f("aime24", "Benchmark name, 'arith', or a path to a JSONL file.")
-    n: int = _f(1, "Samples per problem. 1 = greedy pass@1; k > 1 = sampled avg@k, pass@k, maj@k.")
-    temperature: Optional[float] = _f(None, "Sampling temperature when n > 1 (default: rollout.temperature).")
-    top_p: Optional[float] = _f(None, "top_p when n > 1 (default: rollout.top_p).")
+    n: int = _f(
+        1,
+        "Samples per problem, for `toolrl eval` and the trainer's periodic evaluation. 1 = greedy pass@1 "
+        "(unless eval.temperature is set); k > 1 = sampled avg@k, pass@k, maj@k.",
+    )
+    temperature: Optional[float] = _f(
+        None,
+        "Sampling temperature of evaluation; empty = rollout.temperature when n > 1, greedy when n = 1. "
+        "Set with n = 1 it samples one response per problem instead of decoding greedily.",
+    )
+    top_p: Optional[float] = _f(None, "top_p of sampled evaluation (default: rollout.top_p).")
     limit: Optional[int] = _f(None, "Evaluate only the first N problems.")
     every: int = _f(0, "During training: evaluate every k steps (0 = only at the end, if eval.bench is set).")
-    during_train_bench: Optional[str] = _f(None, "Benchmark for periodic evaluation during training.")
+    during_train_bench: Optional[str] = _f(
+        None, "Benchmark for periodic evaluation during training (with eval.n, eval.temperature, eval.top_p)."
+    )
     during_train_limit: Optional[int] = _f(32, "Problems used by periodic evaluation during training.")
 
 
@@ -290,6 +300,22 @@ class TrainConfig:
     warmup_steps: int = _f(0, "Linear learning-rate warm-up.")
     save_every: int = _f(5, "Checkpoint every k steps (and at the end).")
     keep_checkpoints: int = _f(2, "Checkpoints kept on disk.")
+    snapshot_every: int = _f(
+        0,
+        "Also write the policy's weights every k steps to RUN/snapshots/step_N (a Hugging Face model directory, "
+        "no optimizer states; never pruned), for evaluation curves over training. 0 = off.",
+    )
+    snapshot_dtype: str = _f(
+        "auto",
+        "Dtype of snapshot weights: auto = the training dtype; bfloat16 / float16 halve the size of fp32 weights.",
+        ("auto", "float32", "bfloat16", "float16"),
+    )
+    prune_on_finish: bool = _f(
+        True,
+        "Once the final model is written, drop what only an exact continuation needs: the last checkpoint's "
+        "policy weights (a copy of final/) and every checkpoint's optimizer states. `--resume` still continues "
+        "such a run, with fresh AdamW moments and warm-up; false keeps everything for a bit-exact continuation.",
+    )
     log_rollouts: int = _f(8, "Rollouts saved per step for `toolrl inspect rollout --step`.")
     gradient_checkpointing: bool = _f(False, "Trade compute for memory.")
 

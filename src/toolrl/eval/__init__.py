@@ -1,7 +1,7 @@
 """Benchmarks, evaluation metrics and evaluate(). Importing this package loads no engine."""
 
 from toolrl.eval.benchmarks import BENCHMARK_NAMES, load_problems, load_train_problems
-from toolrl.eval.evaluator import EvalResult, evaluate
+from toolrl.eval.evaluator import EvalResult, eval_protocol, evaluate
 from toolrl.eval.metrics import accuracy_metrics, compute_metrics, pass_at_k, tool_metrics
 
 __all__ = [
@@ -9,6 +9,7 @@ __all__ = [
     "load_problems",
     "load_train_problems",
     "evaluate",
+    "eval_protocol",
     "EvalResult",
     "compute_metrics",
     "accuracy_metrics",

@@ -49,6 +49,30 @@ def check_prompts_fit(problems: Sequence[Problem], cfg: RootConfig, engine: Engi
     return budget
 
 
+def eval_protocol(cfg: RootConfig) -> tuple[int, SamplingSpec, str]:
+    """Samples per problem, the sampling spec and a label, from ``eval.n`` / ``eval.temperature`` / ``eval.top_p``.
+
+    One rule for `toolrl eval` and for the trainer's periodic evaluation: ``n = 1`` without ``eval.temperature``
+    is greedy pass@1 (ToRL's protocol); otherwise responses are sampled at ``eval.temperature`` (default
+    ``rollout.temperature``) and ``eval.top_p`` (default ``rollout.top_p``), e.g. ReTool's avg@32 at 1.0 / 0.7.
+
+    >>> from toolrl.config.schema import RootConfig
+    >>> cfg = RootConfig()
+    >>> eval_protocol(cfg)[1].temperature, eval_protocol(cfg)[2]
+    (0.0, 'greedy pass@1')
+    >>> cfg.eval.n, cfg.eval.temperature, cfg.eval.top_p = 32, 1.0, 0.7
+    >>> eval_protocol(cfg)[2]
+    'n=32 t=1 top_p=0.7'
+    """
+    from toolrl.rollout import sampling_from_config
+
+    n, e = cfg.eval.n, cfg.eval
+    if n == 1 and e.temperature is None:
+        return 1, sampling_from_config(cfg, greedy=True), "greedy pass@1"
+    sampling = sampling_from_config(cfg, temperature=e.temperature, top_p=e.top_p)
+    return n, sampling, f"n={n} t={sampling.temperature:g} top_p={sampling.top_p:g}"
+
+
 @dataclass
 class EvalResult:
     metrics: dict[str, Any]

@@ -143,3 +143,82 @@ def set_rng_state(state: dict[str, Any]) -> None:
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
+
+
+# -- pruning a finished run ---------------------------------------------------------------------------------
+
+PRUNED_POLICY = "final"  # trainer_state.json "pruned.policy_weights": the policy's weights are RUN/final
+_OPTIM_GLOB = "*optim_states.pt"  # ZeRO 1-3: one optimizer partition per rank
+_ZERO3_GLOB = "zero_pp_rank_*_model_states.pt"  # ZeRO-3: weights live in the partitions
+
+
+def tree_size(path: Path) -> int:
+    """Bytes of the files under ``path`` (0 when it does not exist)."""
+    if path.is_file():
+        return path.stat().st_size
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+
+
+def _write_state(path: Path, state: dict[str, Any]) -> None:
+    tmp = path / f"{STATE_FILE}.tmp"
+    tmp.write_text(json.dumps(state, indent=2))
+    os.replace(tmp, path / STATE_FILE)
+
+
+def strip_optimizer_states(ds_dir: Path) -> int:
+    """Remove the optimizer states from one DeepSpeed checkpoint directory, keeping the module weights; returns
+    the bytes freed. ZeRO-0 keeps them inside ``mp_rank_00_model_states.pt`` (rewritten without them, atomically);
+    ZeRO 1-2 in ``*optim_states.pt`` files (deleted). ZeRO-3 is left whole: its weights live in those files."""
+    import torch
+
+    freed = 0
+    for tag_dir in (d for d in ds_dir.iterdir() if d.is_dir()) if ds_dir.is_dir() else ():
+        if any(tag_dir.glob(_ZERO3_GLOB)):
+            continue
+        for f in tag_dir.glob(_OPTIM_GLOB):
+            freed += f.stat().st_size
+            f.unlink()
+        module_file = tag_dir / "mp_rank_00_model_states.pt"
+        if module_file.is_file():
+            state = torch.load(module_file, map_location="cpu", weights_only=False, mmap=True)
+            if state.get("optimizer") is not None:
+                before = module_file.stat().st_size
+                state["optimizer"] = None
+                tmp = module_file.with_name(module_file.name + ".tmp")
+                torch.save(state, tmp)
+                del state
+                os.replace(tmp, module_file)
+                freed += before - module_file.stat().st_size
+    return freed
+
+
+def prune_finished(root: Path, final_dir: Path) -> int:
+    """After a run wrote ``final_dir``: the newest checkpoint gives up its policy weights (the same as final/)
+    and every kept checkpoint its optimizer states. Returns the bytes freed.
+
+    Each checkpoint's trainer_state.json records ``pruned`` *before* any file goes, so a crash half-way leaves
+    checkpoints that resume reads correctly (weights from final/, fresh optimizer). Resume stays possible: the
+    data position, RNG, learning-rate schedule and the critic's weights are kept.
+    """
+    newest = latest(root)
+    if newest is None or not (final_dir / "config.json").is_file():
+        return 0
+    freed = 0
+    for path in sorted(p for p in root.glob("step_*") if p.is_dir() and is_complete(p)):
+        state = read_state(path)
+        is_newest = path.resolve() == newest.resolve()
+        before = tree_size(path)
+        record = dict(state.get("pruned") or {})
+        if is_newest:
+            record["policy_weights"] = PRUNED_POLICY
+        _write_state(path, {**state, "pruned": record})
+        if is_newest:
+            shutil.rmtree(path / "policy", ignore_errors=True)
+        for ds_dir in (path / "policy", path / "critic"):
+            strip_optimizer_states(ds_dir)
+        freed_here = max(0, before - tree_size(path))
+        record["freed_bytes"] = int(record.get("freed_bytes", 0)) + freed_here
+        _write_state(path, {**state, "pruned": record})
+        freed += freed_here
+    _fsync_dir(root)
+    return freed

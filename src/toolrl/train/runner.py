@@ -1,12 +1,14 @@
 """A training run end to end: (distill | SFT | RL), the run directory, checkpoints, resume and the final model.
 
 Run directory (docs/architecture.md): config.yaml, metrics.jsonl, rollouts/step_N.jsonl, checkpoints/step_N/ with
-``checkpoints/latest`` naming the newest complete one, sft/model/ (when SFT ran), final/ (a Hugging Face model).
+``checkpoints/latest`` naming the newest complete one, snapshots/step_N/ (weights only, with train.snapshot_every),
+sft/model/ (when SFT ran), final/ (a Hugging Face model).
 Steps are numbered from 1; a checkpoint of step k holds the state after k steps.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import shutil
@@ -17,9 +19,11 @@ from typing import Any
 from toolrl.config.schema import RootConfig
 from toolrl.errors import ConfigError, ToolrlError
 from toolrl.train import checkpoint as ckpt
+from toolrl.train.export import MODEL_CONFIG
 from toolrl.types import Trajectory
 
 CHECKPOINTS = "checkpoints"
+SNAPSHOTS = "snapshots"
 SFT_DIR = "sft"
 FINAL = "final"
 
@@ -53,10 +57,21 @@ def check(cfg: RootConfig, world_size: int = 1) -> None:
                           "each rank needs at least one problem per step")
 
 
+def eval_metrics(bench: str, metrics: dict[str, Any]) -> dict[str, float]:
+    """``eval/<bench>/<metric>`` for every numeric metric of an evaluation (avg@k, pass@k, maj@k when n > 1).
+
+    >>> eval_metrics("arith", {"avg@4": 0.5, "pass@4": 1, "code/success_rate": None})
+    {'eval/arith/avg@4': 0.5, 'eval/arith/pass@4': 1.0}
+    """
+    return {f"eval/{bench}/{k}": float(v) for k, v in metrics.items()
+            if isinstance(v, (int, float)) and not isinstance(v, bool)}
+
+
 class Run:
     """One training run in ``run_dir``; ``execute()`` does the work and returns the final model directory."""
 
     tracker: Any = None
+    tokenizer: Any = None
 
     def __init__(self, cfg: RootConfig, run_dir: Path, *, resume: bool = False, hooks: Hooks | None = None) -> None:
         from toolrl.models import resolve_device
@@ -92,15 +107,26 @@ class Run:
         return self.strategy.engine(module, lr=lr, weight_decay=self.cfg.train.weight_decay,
                                     warmup_steps=self.cfg.train.warmup_steps, micro_batch=self.cfg.algo.micro_batch_size)
 
-    def _save_hf(self, engine: Any, tokenizer: Any, target: Path) -> None:
-        """Write a Hugging Face model directory atomically (rank 0), with full weights under ZeRO-3."""
+    def _save_hf(self, engine: Any, tokenizer: Any, target: Path, dtype: str = "auto") -> None:
+        """Write a Hugging Face model directory atomically (rank 0), with full weights under ZeRO-3; ``dtype``
+        (float32 / bfloat16 / float16) casts the saved weights, auto keeps the training dtype."""
+        import torch
+
         with self.strategy.gathered_params(engine.module):
             if self.strategy.is_main:
                 tmp = target.with_name(f".tmp-{target.name}")
                 shutil.rmtree(tmp, ignore_errors=True)
                 module = engine.module
                 module.config.use_cache = True
-                module.save_pretrained(tmp, safe_serialization=True)
+                if dtype == "auto":
+                    module.save_pretrained(tmp, safe_serialization=True)
+                else:
+                    cast = getattr(torch, dtype)
+                    module.save_pretrained(tmp, safe_serialization=True,
+                                           state_dict={k: v.to(cast) for k, v in module.state_dict().items()})
+                    # save_pretrained names the live module's dtype; config.json must name the stored one
+                    conf = json.loads((tmp / "config.json").read_text())
+                    (tmp / "config.json").write_text(json.dumps({**conf, "dtype": dtype}, indent=2) + "\n")
                 module.config.use_cache = False
                 tokenizer.save_pretrained(tmp)
                 if target.exists():
@@ -116,6 +142,7 @@ class Run:
         self.hooks.phase("loading model")
         base_path = resolve_model_path(self.cfg.model)
         tokenizer = load_tokenizer(base_path, self.cfg.model.trust_remote_code)
+        self.tokenizer = tokenizer  # saved with every checkpoint, so that each one exports to a model directory
         sandbox = build_sandbox(self.cfg)
         self.tracker = self._tracker(resume=self.resume) if self.strategy.is_main else None
         try:
@@ -202,12 +229,17 @@ class Run:
 
         cfg = self.cfg
         self.hooks.phase("building engines")
-        module = self._load_policy(policy_path)
+        found = ckpt.latest(self.ckpt_root) if self.resume else None
+        # A pruned finished run keeps its last policy weights only in final/ (ckpt.prune_finished).
+        weights_path = str(self.run_dir / FINAL) if found is not None and self._pruned(found).get(
+            "policy_weights") == ckpt.PRUNED_POLICY else policy_path
+        module = self._load_policy(weights_path)
         critic = ref = None
         if cfg.algo.name == "ppo":
             critic = self._engine(ValueModel(module), cfg.algo.critic_lr)
-        if cfg.algo.kl_coef > 0:
-            ref = copy.deepcopy(module).eval().requires_grad_(False)
+        if cfg.algo.kl_coef > 0:  # the reference is the starting policy, also when resuming from final/
+            start = module if weights_path == policy_path else self._load_policy(policy_path)
+            ref = copy.deepcopy(start).eval().requires_grad_(False)
         policy = self._engine(module, cfg.train.lr)
         rollout_cfg = copy.deepcopy(cfg)
         rollout_cfg.model.path = policy_path
@@ -225,7 +257,6 @@ class Run:
                          sandbox=sandbox, stream=stream, critic=critic, ref=ref)
 
         start = 0
-        found = ckpt.latest(self.ckpt_root) if self.resume else None
         if found is not None:
             start = self._load_checkpoint(found, policy, critic, stream)
             if cfg.rollout.backend != "hf":
@@ -247,6 +278,8 @@ class Run:
                 self.hooks.step(step, metrics)
                 if step % cfg.train.save_every == 0 or step == cfg.train.steps:
                     self._save_checkpoint(step, policy, critic, stream, tracker)
+                if cfg.train.snapshot_every > 0 and step % cfg.train.snapshot_every == 0:
+                    self._snapshot(step, policy)
             if cfg.eval.during_train_bench and (cfg.eval.every <= 0 or cfg.train.steps % cfg.eval.every != 0):
                 final_eval = self._evaluate(engine, policy, sandbox)
                 if tracker is not None and final_eval:
@@ -255,6 +288,11 @@ class Run:
             self.hooks.phase("saving the final model")
             final = self.run_dir / FINAL
             self._save_hf(policy, tokenizer, final)
+            if cfg.train.prune_on_finish:  # only now: until final/ exists a crash still needs every state
+                self.hooks.phase("pruning optimizer states")
+                if self.strategy.is_main:
+                    ckpt.prune_finished(self.ckpt_root, final)
+                self.strategy.barrier()
             return final
         finally:
             if cfg.rollout.backend != "hf":
@@ -277,20 +315,19 @@ class Run:
         return kept
 
     def _evaluate(self, engine: Any, policy: Any, sandbox: Any) -> dict[str, float]:
-        """Greedy evaluation of the live policy on eval.during_train_bench (rank 0; others wait)."""
-        from toolrl.eval import evaluate, load_problems
-        from toolrl.rollout import sampling_from_config
+        """Evaluate the live policy on eval.during_train_bench (rank 0; others wait) with the protocol of
+        `toolrl eval` (``eval_protocol``): greedy pass@1, or ``eval.n`` samples for avg@k / pass@k / maj@k."""
+        from toolrl.eval import eval_protocol, evaluate, load_problems
 
         cfg = self.cfg
         out: dict[str, float] = {}
         with self.strategy.gathered_params(policy.module):
             if self.strategy.is_main:
-                self.hooks.phase(f"evaluating on {cfg.eval.during_train_bench}")
+                n, sampling, protocol = eval_protocol(cfg)
+                self.hooks.phase(f"evaluating on {cfg.eval.during_train_bench} ({protocol})")
                 problems = load_problems(cfg.eval.during_train_bench, cfg, cfg.eval.during_train_limit)
-                res = evaluate(problems, cfg=cfg, engine=engine, sandbox=sandbox, n=1,
-                               sampling=sampling_from_config(cfg, greedy=True))
-                name = Path(cfg.eval.during_train_bench).stem
-                out = {f"eval/{name}/{k}": float(v) for k, v in res.metrics.items() if isinstance(v, (int, float))}
+                res = evaluate(problems, cfg=cfg, engine=engine, sandbox=sandbox, n=n, sampling=sampling)
+                out = eval_metrics(Path(cfg.eval.during_train_bench).stem, res.metrics)
             self.strategy.barrier()
         return out
 
@@ -309,12 +346,35 @@ class Run:
         torch.save(ckpt.rng_state(), tmp / f"rng_rank{self.strategy.rank}.pt")
         self.strategy.barrier()
         if self.strategy.is_main:
+            self._save_model_config(policy.module, tmp / MODEL_CONFIG)
             run_id_file = self.run_dir / "wandb_run_id"
             state = {"step": step, "data": stream.state(), "world_size": self.strategy.world_size,
                      "wandb_run_id": run_id_file.read_text().strip() if run_id_file.is_file() else None,
                      "time": time.time()}
             ckpt.publish(self.ckpt_root, step, state, keep=self.cfg.train.keep_checkpoints)
         self.strategy.barrier()
+
+    def _save_model_config(self, module: Any, target: Path) -> None:
+        """Config, generation config and tokenizer (a few MB): what turns the checkpoint's weights into a model
+        directory (toolrl.train.export)."""
+        module.config.use_cache = True
+        module.config.save_pretrained(target)
+        module.config.use_cache = False
+        if getattr(module, "generation_config", None) is not None:
+            module.generation_config.save_pretrained(target)
+        self.tokenizer.save_pretrained(target)
+
+    def _snapshot(self, step: int, policy: Any) -> None:
+        """Weights only, as a Hugging Face model directory (no optimizer states): RUN/snapshots/step_N."""
+        self.hooks.phase(f"snapshot step {step}")
+        target = self.run_dir / SNAPSHOTS / ckpt.step_dir_name(step)
+        if self.strategy.is_main:
+            target.parent.mkdir(parents=True, exist_ok=True)
+        self._save_hf(policy, self.tokenizer, target, dtype=self.cfg.train.snapshot_dtype)
+
+    @staticmethod
+    def _pruned(path: Path) -> dict[str, Any]:
+        return ckpt.read_state(path).get("pruned") or {}
 
     def _load_checkpoint(self, path: Path, policy: Any, critic: Any, stream: Any) -> int:
         import torch
@@ -323,11 +383,15 @@ class Run:
         if int(state.get("world_size", 1)) != self.strategy.world_size:
             raise ToolrlError(f"checkpoint {path.name} was written by {state.get('world_size')} ranks, this run has "
                               f"{self.strategy.world_size}", "resume with the same number of processes")
-        self.hooks.phase(f"resuming from {path.name}")
-        policy.load_checkpoint(str(path / "policy"), tag="state", load_optimizer_states=True,
-                               load_lr_scheduler_states=True)
+        pruned = self._pruned(path)
+        self.hooks.phase(f"resuming from {path.name}" + (" (pruned: fresh optimizer states)" if pruned else ""))
+        # A pruned checkpoint has no optimizer states: AdamW's moments (and, with weights from final/, the
+        # warm-up) start again; train.prune_on_finish=false keeps them for an exact continuation.
+        if pruned.get("policy_weights") != ckpt.PRUNED_POLICY:
+            policy.load_checkpoint(str(path / "policy"), tag="state", load_optimizer_states=not pruned,
+                                   load_lr_scheduler_states=True)
         if critic is not None:
-            critic.load_checkpoint(str(path / "critic"), tag="state", load_optimizer_states=True,
+            critic.load_checkpoint(str(path / "critic"), tag="state", load_optimizer_states=not pruned,
                                    load_lr_scheduler_states=True)
         stream.load_state(state["data"])
         rng_file = path / f"rng_rank{self.strategy.rank}.pt"
