@@ -52,7 +52,7 @@ class Overlap:
 
 
 def find_overlaps(train: Sequence[Problem], evals: Sequence[Problem], n: int = 13, min_share: float = 0.0) -> list[Overlap]:
-    """Every (benchmark problem, training problem) pair sharing a shingle, best match first per benchmark problem.
+    """Every (benchmark problem, training problem) pair sharing a shingle: identical texts first, then by share.
 
     >>> tr = [Problem("t1", "the quick brown fox jumps over the lazy dog", "1"), Problem("t2", "other words", "2")]
     >>> ev = [Problem("e1", "The quick brown fox jumps over the lazy dog!", "1"), Problem("e2", "unrelated", "3")]
@@ -73,6 +73,5 @@ def find_overlaps(train: Sequence[Problem], evals: Sequence[Problem], n: int = 1
                 hits[i] = hits.get(i, 0) + 1
         norm = " ".join(words(e.problem))
         found = [Overlap(e.id, train[i].id, k, k / len(mine), norm == norm_train[i]) for i, k in hits.items()]
-        found = [o for o in found if o.share >= min_share]
-        out.extend(sorted(found, key=lambda o: (-o.exact, -o.share, o.train_id)))
-    return out
+        out.extend(o for o in found if o.share >= min_share)
+    return sorted(out, key=lambda o: (-o.exact, -o.share, o.eval_id, o.train_id))
