@@ -101,11 +101,20 @@ def normalize_messages(value: Any) -> list[dict[str, str]]:
     return out
 
 
+def _scalar_or_list(value: Any) -> bool:
+    """Text, a number, or a list of them (OlympiadBench's final_answer): an answer or problem, not a structure."""
+    if hasattr(value, "tolist"):
+        value = value.tolist()
+    if isinstance(value, (list, tuple)):
+        return bool(value) and all(isinstance(v, (str, int, float)) for v in value)
+    return isinstance(value, (str, int, float))
+
+
 def _first_present(rows: Sequence[Mapping[str, Any]], keys: Iterable[str], want_text: bool = False) -> str | None:
     for key in keys:
         values = [get_field(r, key) for r in rows]
         if any(v is not None for v in values):
-            if want_text and not any(isinstance(v, (str, int, float)) for v in values if v is not None):
+            if want_text and not any(_scalar_or_list(v) for v in values if v is not None):
                 continue
             return key
     return None
