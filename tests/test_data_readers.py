@@ -262,3 +262,12 @@ def test_verl_rows_fixture_is_torl_shaped(data_dir: Path) -> None:
     rows = torl_validation_rows(data_dir)
     assert len(rows) == 374 and len({r["extra_info"]["id"] for r in rows}) == 374
     assert to_problems(type("R", (), {"name": "x", "rows": rows, "where": [str(i) for i in range(374)]})()).rows == 374
+
+
+def test_data_modules_import_no_heavy_library() -> None:
+    code = ("import sys, toolrl.data, toolrl.data.stats, toolrl.data.overlap, toolrl.data.sft_trace, "
+            "toolrl.data.build_sft, toolrl.data.convert, toolrl.cli.data_cmd\n"
+            "bad = [m for m in ('vllm', 'deepspeed', 'wandb', 'torch', 'transformers', 'datasets', 'pyarrow', 'openai',"
+            " 'math_verify') if m in sys.modules]; print(bad); assert not bad")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stdout + res.stderr

@@ -66,7 +66,10 @@ def stats_command(
         table.add_row("repeats", line)
     if st.sources:
         table.add_row("sources", ", ".join(f"{k} {v}" for k, v in st.sources.items()))
-    table.add_row("columns", ", ".join(f"{k}={v}" for k, v in st.columns.items() if v))
+    cols = dict(st.columns)
+    if not cols.get("problem") and cols.get("messages"):
+        cols["problem"] = f"last user turn of {cols['messages']}"
+    table.add_row("columns", ", ".join(f"{k}={v}" for k, v in cols.items() if v))
     table.add_row("answer types", ", ".join(f"{k} {v}" for k, v in st.answer_types.items()))
     if st.lengths:
         L = st.lengths

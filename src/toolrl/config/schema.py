@@ -207,7 +207,7 @@ class EvalConfig:
     n: int = _f(1, "Samples per problem. 1 = greedy pass@1; k > 1 = sampled avg@k, pass@k, maj@k.")
     temperature: Optional[float] = _f(None, "Sampling temperature when n > 1 (default: rollout.temperature).")
     top_p: Optional[float] = _f(None, "top_p when n > 1 (default: rollout.top_p).")
-    limit: Optional[int] = _f(None, "Evaluate only the first N problems.")
+    limit: Optional[int] = _f(None, "Evaluate only the first N problems (of each data_source, in a file that names several).")
     every: int = _f(0, "During training: evaluate every k steps (0 = only at the end, if eval.bench is set).")
     during_train_bench: Optional[str] = _f(None, "Benchmark for periodic evaluation during training.")
     during_train_limit: Optional[int] = _f(32, "Problems used by periodic evaluation during training.")
