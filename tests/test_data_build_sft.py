@@ -226,3 +226,46 @@ def test_template_must_hold_the_placeholders(tmp_path: Path) -> None:
     good.write_text("P={problem} S={solution}")
     assert load_template(good, "retool") == "P={problem} S={solution}"
     assert "{problem}" in load_template(None, "torl") and "<code>" in load_template(None, "retool")
+
+
+class _CountingEngine:
+    """An Engine that answers each request with its own prompt (slowly), so answers can be matched to requests."""
+
+    def __init__(self, tokenizer, fail: bool = False) -> None:
+        self.tokenizer = tokenizer
+        self.eos_token_ids = {tokenizer.eos_token_id}
+        self.fail = fail
+        self.closed = False
+
+    def generate(self, requests, sampling):
+        import time
+
+        from toolrl.rollout.engine import GenOutput
+
+        time.sleep(0.2)
+        if self.fail:
+            raise RuntimeError("engine broke")
+        return [GenOutput(token_ids=list(r.prompt_ids), finish="eos") for r in requests]
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def test_engine_teacher_batches_concurrent_requests(tokenizer) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    from toolrl.data.teachers import EngineTeacher, TeacherError
+
+    cfg = load_config(overrides=["rollout.batch_size=8"])
+    engine = _CountingEngine(tokenizer)
+    teacher = EngineTeacher(cfg, engine=engine)
+    questions = [f"Question number {i} ends here" for i in range(8)]
+    with ThreadPoolExecutor(8) as pool:
+        answers = list(pool.map(lambda q: teacher.complete([{"role": "user", "content": q}]), questions))
+    teacher.close()
+    assert engine.closed and sum(teacher.batches) == 8 and max(teacher.batches) > 1  # requests were batched
+    assert all(q in a and all(o not in a for o in questions if o != q) for q, a in zip(questions, answers))
+    broken = EngineTeacher(cfg, engine=_CountingEngine(tokenizer, fail=True))
+    with pytest.raises(TeacherError, match="engine broke"):
+        broken.complete([{"role": "user", "content": "hi"}])
+    broken.close()

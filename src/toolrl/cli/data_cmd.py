@@ -176,8 +176,8 @@ def build_sft_command(
             rows.append((p, str(sol)))
     if not rows:
         raise ToolrlError(f"no row of {source} has a text solution in '{col}'", "set data.solution_key=COLUMN")
+    missing = len(pset.problems) - len(rows)
     rows = rows[:limit] if limit else rows
-    missing = len(pset.problems) - len([r for r in rows]) if not limit else 0
     if missing:
         info(f"[yellow]{missing} rows have no text solution in '{col}' and are not used[/]")
 

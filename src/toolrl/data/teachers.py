@@ -2,15 +2,17 @@
 
 - :class:`OpenAITeacher`: any OpenAI-compatible endpoint (``vllm serve``, SGLang, a hosted API) through the
   ``openai`` client, which retries transient failures itself; thread-safe, so rows run concurrently.
-- :class:`EngineTeacher`: one of toolrl's own engines (hf or vllm, in-process) with the model of ``model.path``.
-  Calls from several threads are served one at a time (an in-process engine is one batch generator).
+- :class:`EngineTeacher`: one of toolrl's own engines (hf or vllm, in-process) with the model of ``model.path``;
+  concurrent calls are batched into one ``generate``.
 
 Every failure becomes :class:`TeacherError`; the builder records it and leaves the row for the next run.
 """
 
 from __future__ import annotations
 
+import queue
 import threading
+from concurrent.futures import Future
 from typing import Any, Protocol
 
 from toolrl.errors import ToolrlError
@@ -76,32 +78,69 @@ class OpenAITeacher:
 
 
 class EngineTeacher:
-    """The model of ``cfg.model`` on the engine of ``cfg.rollout.backend``, prompted through its chat template."""
+    """The model of ``cfg.model`` on the engine of ``cfg.rollout.backend``, prompted through its chat template.
 
-    def __init__(self, cfg: Any, *, temperature: float = 0.7, max_tokens: int = 2048) -> None:
-        from toolrl.rollout import build_engine
+    Requests from the builder's threads are collected into batches: whatever is waiting when the engine becomes
+    free is generated together (up to ``batch_size``), so ``--concurrency`` speeds up an in-process teacher too.
+    """
+
+    def __init__(self, cfg: Any, *, temperature: float = 0.7, max_tokens: int = 2048, engine: Any = None) -> None:
         from toolrl.rollout.engine import SamplingSpec
 
-        self.engine = build_engine(cfg)
-        self.tokenizer = self.engine.tokenizer
+        if engine is None:
+            from toolrl.rollout import build_engine
+
+            engine = build_engine(cfg)
+        self.engine = engine
+        self.tokenizer = engine.tokenizer
         if not getattr(self.tokenizer, "chat_template", None):
             raise ToolrlError("the teacher model's tokenizer has no chat template", "use an instruct model as teacher")
         self.sampling = SamplingSpec(temperature=temperature, top_p=1.0, seed=cfg.rollout.seed)
         self.max_tokens = max_tokens
+        self.batch_size = max(1, cfg.rollout.batch_size)
         self.name = f"{cfg.model.path or 'embedded SmolLM2-135M-Instruct'} ({cfg.rollout.backend})"
-        self._lock = threading.Lock()
+        self.batches: list[int] = []  # sizes of the batches generated (for tests and logs)
+        self._queue: queue.Queue[tuple[list[int], Future] | None] = queue.Queue()
+        self._worker = threading.Thread(target=self._serve, name="toolrl-teacher", daemon=True)
+        self._worker.start()
 
     def complete(self, messages: Messages) -> str:
+        text = self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        fut: Future = Future()
+        self._queue.put((list(self.tokenizer(text, add_special_tokens=False)["input_ids"]), fut))
+        return fut.result()
+
+    def _serve(self) -> None:
         from toolrl.rollout.engine import GenRequest
 
-        text = self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-        ids = list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
-        try:
-            with self._lock:
-                [out] = self.engine.generate([GenRequest(prompt_ids=ids, max_new_tokens=self.max_tokens)], self.sampling)
-        except Exception as e:  # noqa: BLE001 - an engine failure is a teacher failure for this row
-            raise TeacherError(f"{type(e).__name__}: {e}".splitlines()[0][:200]) from None
-        return self.tokenizer.decode(out.token_ids, skip_special_tokens=True)
+        while True:
+            first = self._queue.get()
+            if first is None:
+                return
+            batch = [first]
+            stop = False
+            while len(batch) < self.batch_size:  # everything already waiting joins this batch
+                try:
+                    item = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if item is None:
+                    stop = True
+                    break
+                batch.append(item)
+            self.batches.append(len(batch))
+            try:
+                outs = self.engine.generate([GenRequest(prompt_ids=ids, max_new_tokens=self.max_tokens) for ids, _ in batch],
+                                            self.sampling)
+                for (_, fut), out in zip(batch, outs):
+                    fut.set_result(self.tokenizer.decode(out.token_ids, skip_special_tokens=True))
+            except Exception as e:  # noqa: BLE001 - an engine failure is a teacher failure for these rows
+                for _, fut in batch:
+                    fut.set_exception(TeacherError(f"{type(e).__name__}: {e}".splitlines()[0][:200]))
+            if stop:
+                return
 
     def close(self) -> None:
+        self._queue.put(None)
+        self._worker.join(timeout=600)
         self.engine.close()
