@@ -256,6 +256,12 @@ def test_convert_round_trip_and_verl_layout(tmp_path: Path, data_dir: Path) -> N
     assert [(p.problem, p.answer) for p in via] == [(p.problem, p.answer) for p in orig]
     res = _cli("data", "convert", str(src), str(tmp_path / "x.csv"), cwd=tmp_path)
     assert res.returncode == 2 and "error:" in res.stderr
+    # SFT rows (chat messages) are copied as they are, both ways
+    sft = [{"id": "s1", "messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}], "calls": 1}]
+    _jsonl(tmp_path / "sft.jsonl", sft)
+    res = _cli("data", "convert", str(tmp_path / "sft.jsonl"), str(tmp_path / "sft.parquet"), cwd=tmp_path)
+    assert res.returncode == 0 and "wrote 1 SFT rows" in res.stderr, res.stderr
+    assert read_rows(str(tmp_path / "sft.parquet")).rows == sft
 
 
 def test_verl_rows_fixture_is_torl_shaped(data_dir: Path) -> None:
