@@ -277,3 +277,16 @@ def test_data_modules_import_no_heavy_library() -> None:
             " 'math_verify') if m in sys.modules]; print(bad); assert not bad")
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert res.returncode == 0, res.stdout + res.stderr
+
+
+def test_ids_numbered_per_source_are_qualified(tmp_path: Path) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rows = [{"data_source": src, "prompt": [{"role": "user", "content": f"{src} q{i}"}],
+             "reward_model": {"ground_truth": str(i)}, "extra_info": {"index": i}} for src in ("a", "b") for i in range(3)]
+    pq.write_table(pa.Table.from_pylist(rows), tmp_path / "mix.parquet")
+    ids = [p.id for p in load_problems(str(tmp_path / "mix.parquet"), load_config())]
+    assert ids == ["a-0", "a-1", "a-2", "b-0", "b-1", "b-2"]
+    cfg = load_config(overrides=[f"data.train={tmp_path / 'mix.parquet'}", "eval.bench=org/name:cfg@test"])
+    assert len(load_train_problems(cfg)) == 6 and cfg.eval.bench == "org/name:cfg@test"

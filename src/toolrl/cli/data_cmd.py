@@ -205,14 +205,16 @@ def build_sft_command(
         with Progress(*columns, console=err_console) as bar:
             task = bar.add_task("build-sft", total=len(rows))
 
+            def on_start(todo: int, done: int) -> None:
+                bar.update(task, total=todo, description=f"build-sft · {done} rows already done" if done else "build-sft")
+
             def on_outcome(o: Any) -> None:
                 key = o.reason or "kept"
                 tally[key] = tally.get(key, 0) + 1
                 dropped = sum(v for k, v in tally.items() if k != "kept")
                 bar.update(task, advance=1, description=f"build-sft · kept {tally.get('kept', 0)} · dropped {dropped}")
 
-            report = builder.run(rows, on_outcome)
-            bar.update(task, completed=len(rows))
+            report = builder.run(rows, on_outcome, on_start)
     finally:
         teacher.close()
         sandbox.close()

@@ -118,7 +118,6 @@ class BuildReport:
 class BuildOptions:
     concurrency: int = 4
     require_success: bool = False  # drop traces where a block raised / timed out
-    teacher_system: str | None = None
 
 
 def solution_column(pset_columns: Any) -> str:
@@ -153,8 +152,6 @@ class SFTBuilder:
     def process(self, problem: Problem, solution: str) -> tuple[Outcome, dict[str, Any] | None]:
         """One row: the outcome, and the line to append (kept row or drop record; None = retry later)."""
         messages = [{"role": "user", "content": render_template(self.template, problem.problem, solution, problem.answer)}]
-        if self.options.teacher_system:
-            messages.insert(0, {"role": "system", "content": self.options.teacher_system})
         try:
             text = self.teacher.complete(messages)
         except TeacherError as e:
@@ -191,8 +188,10 @@ class SFTBuilder:
             f.write(line)
             f.flush()
 
-    def run(self, rows: Sequence[tuple[Problem, str]], on_outcome: Callable[[Outcome], None] | None = None) -> BuildReport:
-        """Process every row not done yet; ``on_outcome`` sees each result (the CLI's progress bar)."""
+    def run(self, rows: Sequence[tuple[Problem, str]], on_outcome: Callable[[Outcome], None] | None = None,
+            on_start: Callable[[int, int], None] | None = None) -> BuildReport:
+        """Process every row not done yet. ``on_start(to_do, already_done)`` and ``on_outcome`` (each result) feed
+        the CLI's progress bar."""
         self.out.parent.mkdir(parents=True, exist_ok=True)
         kept_before = read_done(self.out)
         dropped_before = read_done(self.drops)
@@ -200,6 +199,8 @@ class SFTBuilder:
         todo = [(p, s) for p, s in rows if p.id not in done]
         report = BuildReport(out=str(self.out), teacher=self.teacher.name, input_rows=len(rows),
                              skipped_done=len(rows) - len(todo))
+        if on_start is not None:
+            on_start(len(todo), report.skipped_done)
         it = iter(todo)
         with ThreadPoolExecutor(max_workers=max(1, self.options.concurrency)) as pool:
             running: set[Future] = set()

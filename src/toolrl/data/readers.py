@@ -185,16 +185,28 @@ def to_problems(rowset: RowSet, overrides: ColumnOverrides = ColumnOverrides()) 
     if cmap.answer is None:
         raise DataError(f"{rowset.where[0]}: missing answer (columns: {', '.join(columns_of(rowset.rows[:_SAMPLE]))})",
                         "set data.answer_key=COLUMN, e.g. reward_model.ground_truth")
-    problems: list[Problem] = []
+    problems = [row_to_problem(row, cmap, i, loc, rowset.name) for i, (row, loc) in enumerate(zip(rowset.rows, rowset.where))]
+    _qualify_ids(problems)
     by_id: dict[str, tuple[str, str, str]] = {}
-    for i, (row, loc) in enumerate(zip(rowset.rows, rowset.where)):
-        p = row_to_problem(row, cmap, i, loc, rowset.name)
-        key = problem_key(p)
-        if by_id.setdefault(p.id, key) != key:
+    for p, loc in zip(problems, rowset.where):
+        if by_id.setdefault(p.id, problem_key(p)) != problem_key(p):
             raise DataError(f"{loc}: duplicate id '{p.id}'", "ids must be unique within a file (or set data.id_key)")
-        problems.append(p)
     unique, report = merge_repeats(problems)
     return ProblemSet(rowset.name, unique, cmap, report, rows=len(problems))
+
+
+def _qualify_ids(problems: list[Problem]) -> None:
+    """Files that concatenate several sources often number rows per source (verl's ``extra_info.index``): when an
+    id occurs under more than one data_source, every id becomes ``<source>-<id>``."""
+    sources: dict[str, set[str]] = {}
+    for p in problems:
+        sources.setdefault(p.id, set()).add(str(p.meta.get("data_source", "")))
+    if all(len(s) == 1 for s in sources.values()):
+        return
+    for p in problems:
+        src = p.meta.get("data_source")
+        if src is not None and not p.id.startswith(f"{src}-"):
+            p.id = f"{src}-{p.id}"
 
 
 def overrides_from(data_cfg: Any) -> ColumnOverrides:
