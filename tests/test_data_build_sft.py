@@ -108,7 +108,7 @@ def test_build_sft_twenty_rows_against_openai_compatible_server(tmp_path: Path, 
     src = tmp_path / "solutions.jsonl"
     src.write_text("".join(json.dumps(r) + "\n" for r in rows))
     out = tmp_path / "sft.jsonl"
-    with ScriptedTeacher(answers) as server:
+    with ScriptedTeacher(answers, cut=frozenset({"P18"})) as server:  # P18's unclosed <code>: cut by max_tokens
         res = _cli("data", "build-sft", str(src), "-o", str(out), "--base-url", server.base_url, "--json",
                    "--concurrency", "4", "--set", "tool.format=retool", "--set", "sandbox.pool_size=2", cwd=tmp_path)
         assert res.returncode == 0, res.stderr[-3000:]
@@ -137,6 +137,7 @@ def test_build_sft_twenty_rows_against_openai_compatible_server(tmp_path: Path, 
     drops = {d["id"]: d for d in _jsonl(tmp_path / "sft.drops.jsonl")}
     assert {tag_of[i]: d["reason"] for i, d in drops.items()} == {t: f for t, f in fate.items() if f != "kept"}
     assert all(d["teacher_text"] for d in drops.values())
+    assert [tag_of[i] for i, d in drops.items() if d["truncated"]] == ["P18"] and "--max-tokens" in drops["row-18"]["detail"]
 
     # sft.data reads the file directly; interpreter output is masked, the rest of the assistant turn is trained on
     from toolrl.train.sft_data import load_sft_file
@@ -261,7 +262,7 @@ def test_engine_teacher_batches_concurrent_requests(tokenizer) -> None:
     teacher = EngineTeacher(cfg, engine=engine)
     questions = [f"Question number {i} ends here" for i in range(8)]
     with ThreadPoolExecutor(8) as pool:
-        answers = list(pool.map(lambda q: teacher.complete([{"role": "user", "content": q}]), questions))
+        answers = list(pool.map(lambda q: teacher.complete([{"role": "user", "content": q}]).text, questions))
     teacher.close()
     assert engine.closed and sum(teacher.batches) == 8 and max(teacher.batches) > 1  # requests were batched
     assert all(q in a and all(o not in a for o in questions if o != q) for q, a in zip(questions, answers))

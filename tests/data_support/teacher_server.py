@@ -17,8 +17,9 @@ _TAG = re.compile(r"\[(P\d+)\]")
 
 
 class ScriptedTeacher:
-    def __init__(self, answers: dict[str, str], model: str = "scripted-teacher") -> None:
+    def __init__(self, answers: dict[str, str], model: str = "scripted-teacher", cut: frozenset[str] = frozenset()) -> None:
         self.answers = answers
+        self.cut = cut  # tags answered with finish_reason "length", as a teacher stopped by max_tokens
         self.model = model
         self.requests: list[str] = []  # tags asked for, in order (failed requests included)
         self.fail = False
@@ -91,7 +92,7 @@ class ScriptedTeacher:
                 self._send(200, {
                     "id": f"chatcmpl-{tag}", "object": "chat.completion", "created": int(time.time()),
                     "model": body.get("model", teacher.model),
-                    "choices": [{"index": 0, "finish_reason": "stop",
+                    "choices": [{"index": 0, "finish_reason": "length" if tag in teacher.cut else "stop",
                                  "message": {"role": "assistant", "content": text}}],
                     "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
                 })

@@ -153,9 +153,10 @@ class SFTBuilder:
         """One row: the outcome, and the line to append (kept row or drop record; None = retry later)."""
         messages = [{"role": "user", "content": render_template(self.template, problem.problem, solution, problem.answer)}]
         try:
-            text = self.teacher.complete(messages)
+            completion = self.teacher.complete(messages)
         except TeacherError as e:
             return Outcome(problem.id, TEACHER_ERROR, str(e)), None
+        text = completion.text
         session = f"build-sft/{problem.id}"
         try:
             verdict: Verdict = build_trace(
@@ -169,8 +170,10 @@ class SFTBuilder:
         if verdict.reason in RETRYABLE:
             return outcome, None
         if verdict.reason is not None:
-            return outcome, {"id": problem.id, "reason": verdict.reason, "detail": verdict.detail, "teacher_text": text,
-                             "trace": trace.text if trace else None}
+            if completion.truncated:  # the likely cause of a malformed or answerless rewrite
+                outcome.detail = f"{outcome.detail} (the teacher hit its token limit: raise --max-tokens)".strip()
+            return outcome, {"id": problem.id, "reason": verdict.reason, "detail": outcome.detail, "teacher_text": text,
+                             "truncated": completion.truncated, "trace": trace.text if trace else None}
         from toolrl.rollout.prompts import chat_messages
 
         assert trace is not None

@@ -13,6 +13,7 @@ from __future__ import annotations
 import queue
 import threading
 from concurrent.futures import Future
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from toolrl.errors import ToolrlError
@@ -24,10 +25,16 @@ class TeacherError(Exception):
     """One request failed (after the client's own retries)."""
 
 
+@dataclass(frozen=True)
+class Completion:
+    text: str
+    truncated: bool = False  # stopped by the token limit, not by the model
+
+
 class Teacher(Protocol):
     name: str
 
-    def complete(self, messages: Messages) -> str: ...
+    def complete(self, messages: Messages) -> Completion: ...
 
     def close(self) -> None: ...
 
@@ -63,7 +70,7 @@ class OpenAITeacher:
             raise ToolrlError(f"the teacher endpoint {self.base_url} serves no model", "name it with --teacher-model")
         return models[0].id
 
-    def complete(self, messages: Messages) -> str:
+    def complete(self, messages: Messages) -> Completion:
         try:
             resp = self.client.chat.completions.create(model=self.model, messages=messages,  # type: ignore[arg-type]
                                                        temperature=self.temperature, max_tokens=self.max_tokens)
@@ -71,7 +78,8 @@ class OpenAITeacher:
             raise TeacherError(f"{type(e).__name__}: {str(e).splitlines()[0][:200]}") from None
         if not resp.choices or resp.choices[0].message.content is None:
             raise TeacherError("the endpoint returned no text")
-        return resp.choices[0].message.content
+        choice = resp.choices[0]
+        return Completion(choice.message.content or "", truncated=choice.finish_reason == "length")
 
     def close(self) -> None:
         self.client.close()
@@ -104,7 +112,7 @@ class EngineTeacher:
         self._worker = threading.Thread(target=self._serve, name="toolrl-teacher", daemon=True)
         self._worker.start()
 
-    def complete(self, messages: Messages) -> str:
+    def complete(self, messages: Messages) -> Completion:
         text = self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
         fut: Future = Future()
         self._queue.put((list(self.tokenizer(text, add_special_tokens=False)["input_ids"]), fut))
@@ -133,7 +141,8 @@ class EngineTeacher:
                 outs = self.engine.generate([GenRequest(prompt_ids=ids, max_new_tokens=self.max_tokens) for ids, _ in batch],
                                             self.sampling)
                 for (_, fut), out in zip(batch, outs):
-                    fut.set_result(self.tokenizer.decode(out.token_ids, skip_special_tokens=True))
+                    fut.set_result(Completion(self.tokenizer.decode(out.token_ids, skip_special_tokens=True),
+                                              truncated=out.finish == "length"))
             except Exception as e:  # noqa: BLE001 - an engine failure is a teacher failure for these rows
                 for _, fut in batch:
                     fut.set_exception(TeacherError(f"{type(e).__name__}: {e}".splitlines()[0][:200]))
