@@ -243,7 +243,7 @@ class SFTConfig:
         "Trajectories or chat messages (.jsonl, .json, .parquet or a Hub id org/name[:config][@split]); "
         "empty = generated correct solutions of the arithmetic task.",
     )
-    messages_key: Optional[str] = _f(None, "Column holding an SFT row's chat messages; empty = messages, conversations.")
+    messages_key: Optional[str] = _f(None, "Column holding an SFT row's chat messages; empty = messages, conversations, prompt.")
     epochs: int = _f(1, "Passes over the SFT data.")
     lr: float = _f(1e-5, "SFT learning rate.")
     batch_size: int = _f(8, "SFT examples per optimizer step.")

@@ -88,7 +88,7 @@ def chat_example(messages: list[dict[str, str]], tokenizer: Any, tool_format: st
 def _row_example(row: dict[str, Any], where: str, tokenizer: Any, tool_format: str, messages_key: str | None,
                  vocab: int) -> Example | None:
     """One SFT row as an Example; None for a trajectory graded wrong (a wrong trace teaches the wrong thing)."""
-    from toolrl.data.columns import MESSAGES_KEYS, get_field, is_messages, normalize_messages
+    from toolrl.data.columns import get_field, is_messages, normalize_messages
 
     if "response_ids" in row and "prompt_ids" in row and not messages_key:
         if row.get("correct") is False:
@@ -98,7 +98,7 @@ def _row_example(row: dict[str, Any], where: str, tokenizer: Any, tool_format: s
             raise DataError(f"{where} holds token ids beyond this tokenizer's vocabulary ({vocab})",
                             "trajectories must come from a model with the same tokenizer; use chat messages otherwise")
         return ex
-    for key in ([messages_key] if messages_key else MESSAGES_KEYS):
+    for key in ([messages_key] if messages_key else ("messages", "conversations", "prompt")):
         value = get_field(row, key)
         if is_messages(value):
             return chat_example(normalize_messages(value), tokenizer, tool_format)
