@@ -52,7 +52,10 @@ def stats_command(
 
         with err_console.status("loading tokenizer ..."):
             tok = load_tokenizer(resolve_model_path(cfg.model), cfg.model.trust_remote_code)
-        token_counts = [len(encode_prompt(p, cfg, tok)[1]) for p in pset.problems]
+        from rich.progress import track
+
+        token_counts = [len(encode_prompt(p, cfg, tok)[1])
+                        for p in track(pset.problems, description="tokenizing prompts", console=err_console, transient=True)]
     st = compute_stats(pset, token_counts, budget or cfg.rollout.max_prompt_tokens, bins)
     if json_out:
         print_json(st.to_dict())
