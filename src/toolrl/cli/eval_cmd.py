@@ -12,7 +12,7 @@ import typer
 
 from toolrl.cli.common import ConfigOpt, JsonOpt, OverridesArg, RunDirOpt, err_console, info, new_run_dir, print_json
 
-BenchOpt = Annotated[Optional[str], typer.Option("--bench", "-b", help="Benchmark name (aime24, aime25, math500, amc23, olympiadbench, gsm8k, arith) or a .jsonl path. Sets eval.bench.")]
+BenchOpt = Annotated[Optional[str], typer.Option("--bench", "-b", help="Benchmark name (aime24, aime25, math500, amc23, olympiadbench, gsm8k, arith), a .parquet/.jsonl/.json path (verl parquet is scored per data_source) or a Hugging Face id org/name[:config][@split]. Sets eval.bench.")]
 ModelOpt = Annotated[Optional[str], typer.Option("--model", "-m", help="Hugging Face model id or local directory. Sets model.path (default: the embedded SmolLM2-135M-Instruct).")]
 NOpt = Annotated[Optional[int], typer.Option("--n", help="Samples per problem: 1 = greedy pass@1; k > 1 = sampled avg@k, pass@k, maj@k. Sets eval.n.")]
 LimitOpt = Annotated[Optional[int], typer.Option("--limit", "-l", help="Evaluate only the first N problems. Sets eval.limit.")]
@@ -51,6 +51,30 @@ def results_table(results: dict[str, Any]) -> Any:
     return table
 
 
+def by_source(trajs: list[Any]) -> dict[str, dict[str, Any]]:
+    """Metrics per data_source, when the problems name more than one."""
+    from toolrl.eval.metrics import compute_metrics
+
+    groups: dict[str, list[Any]] = {}
+    for t in trajs:
+        groups.setdefault(str(t.problem.meta.get("data_source", "")), []).append(t)
+    if len(groups) < 2 or "" in groups:
+        return {}
+    return {src: compute_metrics(ts) for src, ts in groups.items()}
+
+
+def source_table(results: dict[str, Any]) -> Any:
+    from rich.table import Table
+
+    main_key = "pass@1" if results["n"] == 1 else f"avg@{results['n']}"
+    table = Table(title=f"{results['bench']} per data_source", title_justify="left")
+    for col in ("data_source", "problems", main_key, "code/share"):
+        table.add_column(col, justify="left" if col == "data_source" else "right")
+    for src, m in results["by_source"].items():
+        table.add_row(src, str(m["num_problems"]), _fmt(main_key, m.get(main_key)), _fmt("code/share", m.get("code/share")))
+    return table
+
+
 def compare_table(bench: str, results: dict[str, Any]) -> Any:
     from rich.table import Table
 
@@ -81,15 +105,20 @@ def eval_command(
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
     from toolrl.config.loader import config_to_dict, load_config, save_config
-    from toolrl.eval import eval_protocol, evaluate, load_problems
-    from toolrl.eval.benchmarks import BENCHMARKS, local_file
+    from toolrl.eval import eval_protocol, evaluate
+    from toolrl.eval.benchmarks import BENCHMARKS, load_benchmark, local_file
 
     cfg = load_config(config or [], [*(overrides or []), *_shortcuts(bench, model, n, limit)])
     bench_name = cfg.eval.bench
     if bench_name in BENCHMARKS and local_file(bench_name, cfg) is None:
         info(f"[dim]{bench_name}.jsonl is not in data.dir; trying the Hugging Face Hub ({BENCHMARKS[bench_name].dataset})[/]")
-    everything = load_problems(bench_name, cfg)  # fail on data before loading a model
-    problems = everything[: cfg.eval.limit] if cfg.eval.limit is not None else everything
+    full = load_benchmark(bench_name, cfg)  # fail on data before loading a model
+    pset = load_benchmark(bench_name, cfg, limit=cfg.eval.limit) if cfg.eval.limit is not None else full
+    problems = pset.problems
+    if pset.repeats.any:  # a set shipped k times is k samples of each problem, not k times as many problems
+        for line in pset.repeats.lines():
+            info(f"[dim]{line}[/]")
+        info("[dim]repeated rows are evaluated once each; use --n K for K samples per problem[/]")
     k, sampling, protocol = eval_protocol(cfg)  # greedy pass@1 (ToRL) or sampled avg@k (ReTool: 32, t 1.0, top_p 0.7)
 
     from toolrl.models import resolve_model_path
@@ -146,9 +175,11 @@ def eval_command(
         # Every problem is scored (or the run stops before it starts): a smaller denominator only comes from
         # eval.limit, and these two numbers say so.
         "problems_scored": len({t.problem.id for t in result.trajectories}),
-        "problems_in_benchmark": len(everything),
+        "problems_in_benchmark": len(full.problems),
         "tool": {"format": cfg.tool.format, "max_calls": cfg.tool.max_calls, "sandbox": cfg.sandbox.backend},
         "metrics": result.metrics,
+        "by_source": by_source(result.trajectories),
+        "repeats": pset.repeats.lines() if pset.repeats.any else [],
         "run_dir": str(run_dir),
         "config": config_to_dict(cfg),
     }
@@ -158,6 +189,8 @@ def eval_command(
             f.write(json.dumps(t.to_dict(), ensure_ascii=False) + "\n")
 
     err_console.print(results_table(results))
+    if results["by_source"]:
+        err_console.print(source_table(results))
     if compare:
         err_console.print(compare_table(bench_name, results))
     info(f"scored {results['problems_scored']} of the {results['problems_in_benchmark']} problems of {bench_name}")

@@ -43,8 +43,9 @@ class PromptConfig:
     template: str = _f(
         "auto",
         "raw = ToRL's plain-text template for base models; chat = the tokenizer's chat template with "
-        "tool instructions; auto = chat when the tokenizer has a chat template, else raw.",
-        ("auto", "raw", "chat"),
+        "tool instructions; auto = chat when the tokenizer has a chat template, else raw; dataset = a row's own "
+        "chat prompt (verl `prompt` column) as written, system message included (rows without one: auto).",
+        ("auto", "raw", "chat", "dataset"),
     )
     system: Optional[str] = _f(None, "Replace the built-in instruction text (the tool format's default).")
     instruction: str = _f(
@@ -217,7 +218,22 @@ class RewardConfig:
 class DataConfig:
     dir: Optional[str] = _f(None, "Directory with <bench>.jsonl files (default: $TOOLRL_DATA_DIR).")
     train: str = _f(
-        "arith", "Training set: arith (built-in arithmetic), a benchmark name, or a path to a JSONL file."
+        "arith",
+        "Training set: arith (built-in arithmetic), train (<data.dir>/train/math_aime_train.jsonl), a benchmark "
+        "name, a .parquet/.jsonl/.json path, or a Hugging Face dataset id org/name[:config][@split].",
+    )
+    split: Optional[str] = _f(None, "Split of a Hub dataset without @split: empty = test for eval, train for training.")
+    problem_key: Optional[str] = _f(
+        None, "Column holding the problem text (dotted for nested fields); empty = detected (problem, question, ...)."
+    )
+    answer_key: Optional[str] = _f(
+        None, "Column holding the ground truth, e.g. reward_model.ground_truth; empty = detected. A solution "
+        "column (full text) gives its last \\boxed{} answer.",
+    )
+    id_key: Optional[str] = _f(None, "Column holding a row id; empty = detected (id, extra_info.id, ...) else row number.")
+    source_key: Optional[str] = _f(None, "Column naming each row's sub-benchmark; empty = data_source when present.")
+    solution_key: Optional[str] = _f(
+        None, "Column holding a text solution (input of `toolrl data build-sft`); empty = detected (solution, ...)."
     )
     arith_digits: int = _f(4, "Digits per operand in the built-in arithmetic task.")
     arith_size: int = _f(2000, "Problems generated for the built-in arithmetic task.")
@@ -226,7 +242,11 @@ class DataConfig:
 
 @dataclass
 class EvalConfig:
-    bench: str = _f("aime24", "Benchmark name, 'arith', or a path to a JSONL file.")
+    bench: str = _f(
+        "aime24",
+        "Benchmark name, 'arith', a .parquet/.jsonl/.json path (verl parquet: scored per data_source), "
+        "or a Hugging Face dataset id org/name[:config][@split].",
+    )
     n: int = _f(
         1,
         "Samples per problem, for `toolrl eval` and the trainer's periodic evaluation. 1 = greedy pass@1 "
@@ -238,7 +258,7 @@ class EvalConfig:
         "Set with n = 1 it samples one response per problem instead of decoding greedily.",
     )
     top_p: Optional[float] = _f(None, "top_p of sampled evaluation (default: rollout.top_p).")
-    limit: Optional[int] = _f(None, "Evaluate only the first N problems.")
+    limit: Optional[int] = _f(None, "Evaluate only the first N problems (of each data_source, in a file that names several).")
     every: int = _f(0, "During training: evaluate every k steps (0 = only at the end, if eval.bench is set).")
     during_train_bench: Optional[str] = _f(
         None, "Benchmark for periodic evaluation during training (with eval.n, eval.temperature, eval.top_p)."
@@ -275,8 +295,11 @@ class AlgoConfig:
 class SFTConfig:
     enabled: bool = _f(False, "Cold-start SFT before RL (ReTool); false = zero-RL from the base model (ToRL).")
     data: Optional[str] = _f(
-        None, "JSONL of trajectories or chat messages; empty = generated correct solutions of the arithmetic task."
+        None,
+        "Trajectories or chat messages (.jsonl, .json, .parquet or a Hub id org/name[:config][@split]); "
+        "empty = generated correct solutions of the arithmetic task.",
     )
+    messages_key: Optional[str] = _f(None, "Column holding an SFT row's chat messages; empty = messages, conversations, prompt.")
     epochs: int = _f(1, "Passes over the SFT data.")
     lr: float = _f(1e-5, "SFT learning rate.")
     batch_size: int = _f(8, "SFT examples per optimizer step.")

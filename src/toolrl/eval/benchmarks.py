@@ -1,18 +1,21 @@
-"""Benchmark registry and problem loading: local JSONL first (data.dir / TOOLRL_DATA_DIR), then the Hub.
+"""Benchmark registry and problem loading: local JSONL first (data.dir / TOOLRL_DATA_DIR), then the Hub; any other
+data file or Hub id goes through :mod:`toolrl.data.readers` (verl parquet, JSONL, JSON, ``datasets``).
 
-Every local file is JSONL with at least ``id``, ``problem`` and ``answer`` per line; other fields go to
-``Problem.meta``. ``datasets`` is imported only when a benchmark has to come from the Hugging Face Hub.
+Columns are detected (``id``/``problem``/``answer``, verl's ``prompt``/``reward_model.ground_truth``, ...) or set
+with ``data.*_key``; other fields go to ``Problem.meta``. ``datasets`` is imported only when a set comes from the
+Hugging Face Hub or a ``save_to_disk`` directory.
 """
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from toolrl.config.schema import RootConfig
+from toolrl.config.schema import DataConfig, RootConfig
+from toolrl.data.columns import ColumnMap
+from toolrl.data.readers import FILE_SUFFIXES, ProblemSet, is_hub_id, load_problem_set
 from toolrl.errors import DataError
 from toolrl.eval.arith import arith_problems
 from toolrl.types import Problem
@@ -82,35 +85,10 @@ def local_file(name: str, cfg: RootConfig) -> Path | None:
 
 
 def read_jsonl(path: str | Path) -> list[Problem]:
-    """Problems from a JSONL file; a bad line raises DataError naming the file and line."""
-    path = Path(path)
-    if not path.is_file():
+    """Problems from a JSONL file (columns detected, repeated rows merged); a bad line raises DataError naming it."""
+    if not Path(path).is_file():
         raise DataError(f"data file '{path}' not found", "give an existing .jsonl path")
-    problems: list[Problem] = []
-    seen: set[str] = set()
-    with path.open(encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            where = f"{path}:{lineno}"
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise DataError(f"{where}: not valid JSON ({e.msg})", "each line must be one JSON object") from None
-            if not isinstance(row, dict):
-                raise DataError(f"{where}: expected a JSON object", "each line must be one JSON object")
-            missing = [k for k in ("id", "problem", "answer") if row.get(k) in (None, "")]
-            if missing:
-                raise DataError(f"{where}: missing {', '.join(missing)}", 'each line needs "id", "problem" and "answer"')
-            pid = str(row["id"])
-            if pid in seen:
-                raise DataError(f"{where}: duplicate id '{pid}'", "ids must be unique within a file")
-            seen.add(pid)
-            meta = {k: v for k, v in row.items() if k not in ("id", "problem", "answer")}
-            problems.append(Problem(id=pid, problem=str(row["problem"]), answer=str(row["answer"]).strip(), meta=meta))
-    if not problems:
-        raise DataError(f"data file '{path}' has no problems", 'add lines like {"id": "1", "problem": "...", "answer": "..."}')
-    return problems
+    return load_problem_set(str(path), DataConfig()).problems
 
 
 def load_from_hub(name: str) -> list[Problem]:
@@ -127,31 +105,58 @@ def load_from_hub(name: str) -> list[Problem]:
     return [src.to_problem(dict(row), i, name) for i, row in enumerate(rows)]
 
 
-def load_problems(name_or_path: str, cfg: RootConfig, limit: int | None = None) -> list[Problem]:
-    """Problems of a benchmark name (see BENCHMARK_NAMES), ``arith``, or a path to a ``.jsonl`` file.
+def _per_source_limit(problems: list[Problem], limit: int) -> list[Problem]:
+    """The first ``limit`` problems of each data_source (a multi-benchmark file keeps all its benchmarks)."""
+    taken: dict[str, int] = {}
+    out = []
+    for p in problems:
+        src = str(p.meta.get("data_source", ""))
+        if taken.get(src, 0) < limit:
+            taken[src] = taken.get(src, 0) + 1
+            out.append(p)
+    return out
 
-    Registered benchmarks load from ``<data.dir>/<name>.jsonl`` when present, else from the Hub.
-    ``limit`` keeps the first N problems.
+
+def load_benchmark(name_or_path: str, cfg: RootConfig, limit: int | None = None, default_split: str = "test") -> ProblemSet:
+    """Problems of a benchmark name (see BENCHMARK_NAMES), ``arith``, a ``.parquet``/``.jsonl``/``.json`` path, a
+    ``save_to_disk`` directory or a Hugging Face id ``org/name[:config][@split]``, with the repeated-rows report.
+
+    Registered benchmarks load from ``<data.dir>/<name>.jsonl`` when present, else from the Hub. ``limit`` keeps the
+    first N problems (of each data_source, when the rows name one).
     """
     if limit is not None and limit <= 0:
         raise DataError(f"limit must be > 0, got {limit}", "e.g. --limit 10")
     key = name_or_path.strip()
     if key == "arith":
         problems = arith_problems(cfg.data.arith_size, cfg.data.arith_digits, seed=0, split="test")
-    elif key.endswith(".jsonl") or os.sep in key:
-        problems = read_jsonl(key)
-    elif key in BENCHMARKS:
+        pset = ProblemSet(key, problems, ColumnMap("problem", "answer", "id"), rows=len(problems))
+    elif key in BENCHMARKS and os.sep not in key:
         path = local_file(key, cfg)
-        problems = read_jsonl(path) if path else load_from_hub(key)
+        if path:
+            pset = load_problem_set(str(path), cfg.data)
+        else:
+            problems = load_from_hub(key)
+            pset = ProblemSet(key, problems, ColumnMap("problem", "answer", "id"), rows=len(problems))
+    elif key.endswith(FILE_SUFFIXES) or os.sep in key or Path(key).exists() or is_hub_id(key):
+        pset = load_problem_set(key, cfg.data, default_split)
     else:
         raise DataError(f"unknown benchmark '{key}'",
-                        f"use one of {', '.join(BENCHMARK_NAMES)}, or a path to a .jsonl file")
-    return problems[:limit] if limit is not None else problems
+                        f"use one of {', '.join(BENCHMARK_NAMES)}, a .parquet/.jsonl/.json path, "
+                        "or a Hugging Face id org/name[:config][@split]")
+    if limit is not None:
+        pset.problems = _per_source_limit(pset.problems, limit)
+    return pset
+
+
+def load_problems(name_or_path: str, cfg: RootConfig, limit: int | None = None) -> list[Problem]:
+    """The problems of :func:`load_benchmark` (repeated rows merged)."""
+    return load_benchmark(name_or_path, cfg, limit).problems
 
 
 def load_train_problems(cfg: RootConfig) -> list[Problem]:
     """The training set named by ``data.train``: arith, train (<data.dir>/train/math_aime_train.jsonl),
-    a benchmark name, or a JSONL path. File order; the trainer shuffles with data.shuffle_seed."""
+    a benchmark name, a data file or a Hub id (train split by default). File order; the trainer shuffles with
+    data.shuffle_seed."""
     key = cfg.data.train.strip()
     if key == "arith":
         return arith_problems(cfg.data.arith_size, cfg.data.arith_digits, seed=cfg.data.shuffle_seed, split="train")
@@ -160,4 +165,4 @@ def load_train_problems(cfg: RootConfig) -> list[Problem]:
         if root is None:
             raise DataError("data.train=train needs data.dir", "set data.dir=DIR or TOOLRL_DATA_DIR=DIR (DIR/train/math_aime_train.jsonl)")
         return read_jsonl(root / "train" / "math_aime_train.jsonl")
-    return load_problems(key, cfg)
+    return load_benchmark(key, cfg, default_split="train").problems

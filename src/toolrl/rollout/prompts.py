@@ -91,21 +91,33 @@ def use_chat(cfg: RootConfig, tokenizer: Any) -> bool:
     return has_template
 
 
+def chat_messages(problem: Problem, cfg: RootConfig) -> list[dict[str, str]]:
+    """The chat messages a chat prompt is built from: the data set's own prompt with ``prompt.template=dataset``
+    (system message included), else one user turn holding the instruction and the problem."""
+    own = problem.meta.get("prompt_messages")
+    if cfg.prompt.template == "dataset" and own:
+        return [dict(m) for m in own]
+    if cfg.prompt.file:
+        return [{"role": "user", "content": template_prompt(problem, cfg)}]
+    content = f"{instruction_for(cfg, chat=True)}\n\nQuestion: {problem.problem}"
+    return [{"role": "user", "content": content}]
+
+
+def template_prompt(problem: Problem, cfg: RootConfig) -> str:
+    """The user message of a ``prompt.file`` template with the problem in its slot."""
+    # str.replace, not str.format: templates hold literal braces (\\boxed{...}).
+    return load_template_file(cfg.prompt.file).replace(QUESTION_SLOT, problem.problem)
+
+
 def render_prompt(problem: Problem, cfg: RootConfig, tokenizer: Any) -> str:
     """The prompt text for one problem (special tokens included for chat templates)."""
-    if cfg.prompt.file:
-        # str.replace, not str.format: templates hold literal braces (\\boxed{...}).
-        content = load_template_file(cfg.prompt.file).replace(QUESTION_SLOT, problem.problem)
-        if use_chat(cfg, tokenizer):
-            return tokenizer.apply_chat_template(
-                [{"role": "user", "content": content}], tokenize=False, add_generation_prompt=True
-            )
-        return content
+    if cfg.prompt.template == "dataset" and problem.meta.get("prompt_messages") and not use_chat(cfg, tokenizer):
+        raise ConfigError("prompt.template=dataset needs a tokenizer with a chat template",
+                          "use prompt.template=raw for base models")
     if use_chat(cfg, tokenizer):
-        content = f"{instruction_for(cfg, chat=True)}\n\nQuestion: {problem.problem}"
-        return tokenizer.apply_chat_template(
-            [{"role": "user", "content": content}], tokenize=False, add_generation_prompt=True
-        )
+        return tokenizer.apply_chat_template(chat_messages(problem, cfg), tokenize=False, add_generation_prompt=True)
+    if cfg.prompt.file:
+        return template_prompt(problem, cfg)
     return TORL_RAW.format(instruction=instruction_for(cfg, chat=False), problem=problem.problem)
 
 

@@ -203,7 +203,7 @@ class Run:
 
         limit = self.cfg.sft.max_examples
         if self.cfg.sft.data:
-            return load_sft_file(self.cfg.sft.data, tokenizer, self.cfg.tool.format, limit)
+            return load_sft_file(self.cfg.sft.data, tokenizer, self.cfg.tool.format, limit, self.cfg.sft.messages_key)
         if self.cfg.data.train != "arith":
             raise ConfigError("sft.data is empty and data.train is not arith",
                               "give sft.data=FILE.jsonl (trajectories or chat messages), or build one with train.stage=distill")

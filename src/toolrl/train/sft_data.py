@@ -1,17 +1,17 @@
 """Cold-start SFT data: code-integrated trajectories as (token ids, loss mask) with observations masked out.
 
-Three sources:
-- a JSONL of the project's trajectories (``Trajectory.to_dict`` lines, e.g. ``rollouts.jsonl`` of ``toolrl eval``
+Three sources (files: .jsonl, .json, .parquet, a ``save_to_disk`` directory or a Hub id):
+- the project's trajectories (``Trajectory.to_dict`` lines, e.g. ``rollouts.jsonl`` of ``toolrl eval``
   or the file ``train.stage=distill`` writes): token ids and masks are used exactly as recorded;
-- a JSONL of chat messages, ``{"messages": [{"role": "user", ...}, {"role": "assistant", "content": ...}]}``:
-  the last assistant message is trained on, except its interpreter output blocks (```output / <interpreter>);
+- chat messages, ``{"messages": [{"role": "user", ...}, {"role": "assistant", "content": ...}]}`` (the released
+  ReTool-SFT, or ``toolrl data build-sft`` output): the last assistant message is trained on, except its
+  interpreter output blocks (```output / <interpreter>);
 - generated solutions of the built-in arithmetic task: real code, really executed in the sandbox, so every
   observation in the trace is what the sandbox printed.
 """
 
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
 from typing import Any, Sequence
@@ -51,6 +51,20 @@ def split_observations(text: str, tool_format: str) -> list[tuple[str, bool]]:
     return out
 
 
+def observation_format(text: str, default: str) -> str:
+    """Which observation blocks a message holds: ReTool's <interpreter> or ToRL's ```output (else ``default``),
+    so a ReTool-SFT file is masked right whatever ``tool.format`` the run uses.
+
+    >>> observation_format("<code>x</code><interpreter>1</interpreter>", "torl"), observation_format("hi", "torl")
+    ('retool', 'torl')
+    """
+    if "<interpreter>" in text:
+        return "retool"
+    if "```output" in text:
+        return "torl"
+    return default
+
+
 def chat_example(messages: list[dict[str, str]], tokenizer: Any, tool_format: str) -> Example:
     """The last assistant message is the target; everything before it (chat template included) is the prompt."""
     last = max((i for i, m in enumerate(messages) if m.get("role") == "assistant"), default=None)
@@ -59,8 +73,9 @@ def chat_example(messages: list[dict[str, str]], tokenizer: Any, tool_format: st
     prompt = tokenizer.apply_chat_template(messages[:last], tokenize=False, add_generation_prompt=True)
     ids = list(tokenizer(prompt, add_special_tokens=False)["input_ids"])
     mask = [0] * len(ids)
+    content = messages[last]["content"]
     # Pieces are tokenized on their own, as in a rollout where each observation is appended as its own tokens.
-    for piece, is_obs in split_observations(messages[last]["content"], tool_format):
+    for piece, is_obs in split_observations(content, observation_format(content, tool_format)):
         piece_ids = list(tokenizer(piece, add_special_tokens=False)["input_ids"])
         ids += piece_ids
         mask += [0 if is_obs else 1] * len(piece_ids)
@@ -70,38 +85,46 @@ def chat_example(messages: list[dict[str, str]], tokenizer: Any, tool_format: st
     return ids, mask
 
 
-def load_sft_file(path: str | Path, tokenizer: Any, tool_format: str, limit: int | None = None) -> list[Example]:
-    """Examples from a JSONL of trajectories or chat messages (both may be mixed). Trajectories graded wrong are
-    skipped (a trace with a wrong answer teaches the wrong thing)."""
+def _row_example(row: dict[str, Any], where: str, tokenizer: Any, tool_format: str, messages_key: str | None,
+                 vocab: int) -> Example | None:
+    """One SFT row as an Example; None for a trajectory graded wrong (a wrong trace teaches the wrong thing)."""
+    from toolrl.data.columns import get_field, is_messages, normalize_messages
+
+    if "response_ids" in row and "prompt_ids" in row and not messages_key:
+        if row.get("correct") is False:
+            return None
+        ex = trajectory_example(Trajectory.from_dict(row))
+        if ex[0] and max(ex[0]) >= vocab:
+            raise DataError(f"{where} holds token ids beyond this tokenizer's vocabulary ({vocab})",
+                            "trajectories must come from a model with the same tokenizer; use chat messages otherwise")
+        return ex
+    for key in ([messages_key] if messages_key else ("messages", "conversations", "prompt")):
+        value = get_field(row, key)
+        if is_messages(value):
+            return chat_example(normalize_messages(value), tokenizer, tool_format)
+    raise DataError(f"{where} is neither a trajectory nor a chat example",
+                    'expected Trajectory.to_dict() fields or {"messages": [...]} (or set sft.messages_key=COLUMN)')
+
+
+def load_sft_file(path: str | Path, tokenizer: Any, tool_format: str, limit: int | None = None,
+                  messages_key: str | None = None) -> list[Example]:
+    """Examples from trajectories or chat messages (both may be mixed) in a .jsonl/.json/.parquet file, a
+    ``save_to_disk`` directory or a Hub id (train split). Chat messages may be ShareGPT-style (from/value); their
+    observation blocks (```output or <interpreter>, as in the released ReTool-SFT) are masked."""
+    from toolrl.data.readers import read_rows
+
     p = Path(path)
-    if not p.is_file():
-        raise DataError(f"SFT data file '{path}' does not exist", "set sft.data to a JSONL file, or leave it empty for generated arithmetic traces")
+    if str(path).endswith((".jsonl", ".json", ".parquet")) and not p.is_file():
+        raise DataError(f"SFT data file '{path}' does not exist", "set sft.data to a data file, or leave it empty for generated arithmetic traces")
+    rowset = read_rows(str(path), default_split="train")
     vocab = len(tokenizer)
     out: list[Example] = []
-    with open(p, encoding="utf-8") as fh:
-        for n, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError:
-                raise DataError(f"{p}:{n} is not valid JSON", "one JSON object per line") from None
-            if "messages" in obj:
-                out.append(chat_example(obj["messages"], tokenizer, tool_format))
-            elif "response_ids" in obj and "prompt_ids" in obj:
-                if obj.get("correct") is False:
-                    continue
-                traj = Trajectory.from_dict(obj)
-                ex = trajectory_example(traj)
-                if ex[0] and max(ex[0]) >= vocab:
-                    raise DataError(f"{p}:{n} holds token ids beyond this tokenizer's vocabulary ({vocab})",
-                                    "trajectories must come from a model with the same tokenizer; use chat messages otherwise")
-                out.append(ex)
-            else:
-                raise DataError(f"{p}:{n} is neither a trajectory nor a chat example",
-                                'expected Trajectory.to_dict() fields or {"messages": [...]}')
-            if limit is not None and len(out) >= limit:
-                break
+    for row, where in zip(rowset.rows, rowset.where):
+        ex = _row_example(row, where, tokenizer, tool_format, messages_key, vocab)
+        if ex is not None:
+            out.append(ex)
+        if limit is not None and len(out) >= limit:
+            break
     if not out:
         raise DataError(f"SFT data file '{path}' holds no usable example", "check the file (wrong answers are skipped)")
     return out

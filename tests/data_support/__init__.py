@@ -1,0 +1,2 @@
+"""Fixtures the data tests build: ToRL's validation parquet from the local JSONL files, and a scripted
+OpenAI-compatible teacher server."""
