@@ -23,7 +23,7 @@ from typing import Any
 
 from toolrl.config.schema import RootConfig
 from toolrl.rollout.engine import GenOutput, GenRequest
-from toolrl.rollout.formats import ToolFormat, extract_call, format_observation, get_format
+from toolrl.rollout.formats import ToolFormat, code_blocks, extract_call, format_observation, get_format
 from toolrl.sandbox.base import ExecResult
 from toolrl.types import ExecKind, FinishReason, ToolCall, Trajectory
 
@@ -153,3 +153,15 @@ class TrajectoryState:
         if not self.done:
             self.done = True
             self.traj.finish_reason = reason
+            self.traj.unexecuted_blocks = self._unexecuted_blocks()
+
+    def _unexecuted_blocks(self) -> list[str]:
+        """Closed code blocks that did not run: a model segment followed by an observation ran its last block only."""
+        segs = self.traj.segments
+        out: list[str] = []
+        for i, seg in enumerate(segs):
+            if seg.kind != "model":
+                continue
+            blocks = code_blocks(seg.text, self.fmt)
+            out += blocks[:-1] if i + 1 < len(segs) and segs[i + 1].kind == "observation" else blocks
+        return out
