@@ -85,6 +85,19 @@ def cases_table(series: dict[str, Any], limit: int = 10) -> Table | None:
     return f"{series['name']} · self-correction cases{more}", header, rows
 
 
+def llm_table(series: dict[str, Any]) -> Table | None:
+    """Rule-based purpose shares next to the language model's, over the same blocks."""
+    llm = series.get("llm_purposes")
+    if not llm:
+        return None
+    rules = headline(series["summary"]).get("purposes") or {}
+    shares = llm.get("shares") or {}
+    rows = [[lab, format_value("accuracy", rules.get(lab)), format_value("accuracy", shares.get(lab))] for lab in LABELS]
+    rows.append(["unparsed answers", "", f"{llm['unparsed']} of {llm['blocks']}"])
+    rows.append(["agreement with the rules", "", format_value("accuracy", llm.get("agreement_with_rules"))])
+    return f"{series['name']} · code purpose: rules vs {llm.get('model', 'model')}", ["purpose", "rules", "model"], rows
+
+
 def all_tables(analysis: dict[str, Any], compare: bool = False) -> list[Table]:
     out: list[Table] = []
     series = analysis["series"]
@@ -95,9 +108,9 @@ def all_tables(analysis: dict[str, Any], compare: bool = False) -> list[Table]:
             out.append(summary_table(s))
         if len(s["points"]) > 1:
             out.append(curve_table(s))
-        cases = cases_table(s)
-        if cases:
-            out.append(cases)
+        for extra in (cases_table(s), llm_table(s)):
+            if extra:
+                out.append(extra)
     return out
 
 
