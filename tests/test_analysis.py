@@ -333,3 +333,19 @@ def test_old_rollouts_and_runs_without_code_get_notes_and_dashes(tmp_path, capsy
     a, b = (s["summary"]["per_bench"] for s in json.loads(out)["series"])
     assert a["old"]["code_ratio_written"] is None and a["old"]["code_ratio_executed"] == 1.0
     assert b["nocode"]["pass_rate"] is None
+
+
+# ---------------------------------------------------------------- the average column of `toolrl sweep summary`
+
+
+def test_sweep_summary_has_the_cross_benchmark_average_column():
+    from toolrl.sweep.report import short_name
+    from toolrl.sweep.summary import AVG_KEY, RunData, columns, run_metrics, summarize
+
+    two = [{"step": 3, "eval/aime24/acc": 0.2, "eval/math500/pass@1": 0.6, "code/share": 0.5}]
+    one = [{"step": 3, "eval/aime24/acc": 0.3}]
+    assert run_metrics(RunData("r", "p", {}, 0, "finished", two))[AVG_KEY] == pytest.approx(0.4)
+    assert AVG_KEY not in run_metrics(RunData("r", "p", {}, 0, "finished", one))
+    points = summarize([RunData("a", "p", {}, 0, "finished", two), RunData("b", "p", {}, 1, "finished", two)])
+    assert columns(points)[:3] == ["eval/aime24/acc", "eval/math500/pass@1", AVG_KEY]
+    assert points[0].metrics[AVG_KEY].mean == pytest.approx(0.4) and short_name(AVG_KEY) == "avg acc"
