@@ -282,6 +282,7 @@ def test_sweep_gives_one_series_per_run_and_the_effect_of_c(tmp_path, capsys):
     data = json.loads(out)
     assert [s["name"] for s in data["series"]] == ["sw/max_calls=1", "sw/max_calls=2"]
     assert any("no rollouts yet" in n for n in data["notes"])
+    assert "2 series" in err and "sw/max_calls=2" in err  # one column per run
     assert png_size(sweep / "analysis" / "torl_effect_of_C.png")[0] == 1500
 
 
@@ -349,3 +350,24 @@ def test_sweep_summary_has_the_cross_benchmark_average_column():
     points = summarize([RunData("a", "p", {}, 0, "finished", two), RunData("b", "p", {}, 1, "finished", two)])
     assert columns(points)[:3] == ["eval/aime24/acc", "eval/math500/pass@1", AVG_KEY]
     assert points[0].metrics[AVG_KEY].mean == pytest.approx(0.4) and short_name(AVG_KEY) == "avg acc"
+
+
+def test_pure_analysis_modules_import_no_engine_or_plotting():
+    import subprocess
+
+    code = ("import sys, toolrl.analysis.analyze, toolrl.analysis.tables, toolrl.analysis.llm_labels;"
+            "bad = [m for m in ('vllm', 'deepspeed', 'wandb', 'torch', 'transformers', 'matplotlib') if m in sys.modules];"
+            "print(','.join(bad))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    assert out == ""
+
+
+def test_long_runs_show_every_kth_step_and_the_last():
+    from toolrl.analysis.tables import curve_table
+
+    m = compute([traj_stats(one_call(), TORL)])
+    series = {"name": "r", "x_label": "step", "points": [{"x": i, "per_bench": {"train": m}, "average": None}
+                                                          for i in range(1, 101)]}
+    title, header, rows = curve_table(series, max_rows=25)
+    assert [r[0] for r in rows][:3] == ["1", "5", "9"] and rows[-1][0] == "100" and "every 4th step" in title
+    assert header[1:3] == ["n", "acc"] and rows[0][2] == "100.0%"

@@ -48,13 +48,29 @@ def summary_table(series: dict[str, Any]) -> Table:
     return f"{series['name']} · {summ['label']}", header, rows
 
 
-def curve_table(series: dict[str, Any]) -> Table:
-    """One row per step or checkpoint (the average over benchmarks when a point has several)."""
+def curve_table(series: dict[str, Any], max_rows: int = 25) -> Table:
+    """One row per step or checkpoint (the average over benchmarks when a point has several); long runs show
+    every k-th point and the last one (analysis.json keeps them all)."""
     multi = any(p.get("average") for p in series["points"])
+    points = series["points"]
+    stride = -(-len(points) // max_rows)
+    shown = [p for i, p in enumerate(points) if i % stride == 0 or i == len(points) - 1]
     header = [series["x_label"], *[SHORT[k] for k in CURVE_KEYS]]
-    rows = [[str(p["x"]), *[format_value(k, headline(p).get(k)) for k in CURVE_KEYS]] for p in series["points"]]
+    rows = [[str(p["x"]), *[format_value(k, headline(p).get(k)) for k in CURVE_KEYS]] for p in shown]
     title = f"{series['name']} · per {series['x_label']}" + (" (average over benchmarks)" if multi else "")
+    if stride > 1:
+        title += f" (every {stride}th {series['x_label']})"
     return title, header, rows
+
+
+def side_by_side_table(series: Sequence[dict[str, Any]]) -> Table:
+    """Several series (a sweep's runs, several training runs): metrics down, one headline column per series."""
+    cols = [headline(s["summary"]) for s in series]
+    header = ["metric", *[s["name"] for s in series]]
+    rows = [[label, *[format_value(key, c.get(key)) for c in cols]] for key, label, _ in METRICS]
+    rows += _extra_rows(cols)
+    labels = sorted({s["summary"]["label"] for s in series})
+    return f"{len(series)} series · {', '.join(labels)}", header, rows
 
 
 def compare_table(a: dict[str, Any], b: dict[str, Any]) -> Table:
@@ -99,19 +115,25 @@ def llm_table(series: dict[str, Any]) -> Table | None:
 
 
 def all_tables(analysis: dict[str, Any], compare: bool = False) -> list[Table]:
+    """Compare: A vs B. One series: its summary (benchmarks + average). Several: one column per series.
+    Then per-point tables (up to three series: the figures carry the rest) and the self-correction cases."""
     out: list[Table] = []
     series = analysis["series"]
     if compare and len(series) == 2:
         out.append(compare_table(series[0], series[1]))
+    elif len(series) == 1:
+        out.append(summary_table(series[0]))
+    else:
+        out.append(side_by_side_table(series))
+        out += [summary_table(s) for s in series if s["summary"].get("average")]
     for s in series:
-        if not compare:
-            out.append(summary_table(s))
-        if len(s["points"]) > 1:
+        if len(s["points"]) > 1 and len(series) <= 3:
             out.append(curve_table(s))
-        for extra in (cases_table(s), llm_table(s)):
+        for extra in (cases_table(s, limit=10 if len(series) <= 3 else 3), llm_table(s)):
             if extra:
                 out.append(extra)
     return out
 
 
-__all__ = ["LABEL", "Table", "all_tables", "summary_table", "curve_table", "compare_table", "cases_table"]
+__all__ = ["LABEL", "Table", "all_tables", "summary_table", "curve_table", "compare_table", "cases_table",
+           "side_by_side_table"]
