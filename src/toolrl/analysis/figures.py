@@ -83,7 +83,7 @@ def _finish(ax: Any, title: str, all_series: Sequence[dict[str, Any]], drawn: bo
     if percent:
         ax.set_ylim(-0.03, 1.03)
     if not drawn:
-        ax.text(0.5, 0.5, "not computable\n(no data)", ha="center", va="center", transform=ax.transAxes, color="grey")
+        ax.text(0.5, 0.5, "not computable from\nthese rollouts", ha="center", va="center", transform=ax.transAxes, color="grey")
     elif ax.get_legend_handles_labels()[0]:
         ax.legend(fontsize=7)
 
@@ -192,9 +192,12 @@ def retool_fig5(series: Sequence[dict[str, Any]], out: Path) -> Path:
         vals = [b[label] if b else 0.0 for _, b in bars]
         ax.bar(range(len(bars)), vals, bottom=bottom, label=label)
         bottom = [a + v for a, v in zip(bottom, vals)]
-    ax.set_xticks(range(len(bars)), [name for name, _ in bars], rotation=20, fontsize=7)
+    names = [name for name, _ in bars]
+    ax.set_xticks(range(len(bars)), names, rotation=20 if max(map(len, names), default=0) > 8 else 0, fontsize=7)
     ax.set_ylabel("share of code blocks", fontsize=8)
     _finish(ax, "code purpose per " + (series[0]["x_label"] if series else "point"), series, drawn, percent=True)
+    if drawn:
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # outside: bars fill the axes
     return _save(fig, out / "retool_fig5_code_purpose.png")
 
 
@@ -202,26 +205,33 @@ def distributions(series: Sequence[dict[str, Any]], out: Path) -> Path:
     fig, axs = _figure("distributions", 1, 2)
     ax = axs[0][0]
     width = 0.8 / max(1, len(series))
+    top = 1
     drawn = False
     for i, s in enumerate(series):
-        hist = headline(s["summary"]).get("calls_hist") or {}
+        hist = {int(k): v for k, v in (headline(s["summary"]).get("calls_hist") or {}).items()}
         total = sum(hist.values())
         if total:
-            ks = sorted(int(k) for k in hist)
-            ax.bar([k + i * width for k in ks], [hist.get(k, hist.get(str(k), 0)) / total for k in ks], width=width,
-                   label=s["name"])
+            ks = sorted(hist)
+            top = max(top, ks[-1])
+            offset = (i - (len(series) - 1) / 2) * width
+            ax.bar([k + offset for k in ks], [hist[k] / total for k in ks], width=width, label=s["name"])
             drawn = True
+    ax.set_xticks(range(top + 1))
+    ax.set_xlim(-0.6, top + 0.6)
     ax.set_ylabel("share of responses", fontsize=8)
     _finish(ax, "calls per response (" + (series[0]["summary"]["label"] if series else "") + ")",
-            [{"x_label": "calls"}], drawn)
+            [{"x_label": "calls"}], drawn, percent=True)
     ax = axs[0][1]
     drawn = False
     for s in series:
         timing = headline(s["summary"]).get("timing") or []
         if timing:
-            ax.hist(timing, bins=[i / 10 for i in range(11)], alpha=0.5, label=s["name"])
+            ax.hist(timing, bins=[i / 10 for i in range(11)], weights=[1 / len(timing)] * len(timing), alpha=0.5,
+                    label=s["name"])
             drawn = True
-    _finish(ax, "first call starts at (share of response)", [{"x_label": "position"}], drawn)
+    ax.set_ylabel("share of responses with a call", fontsize=8)
+    _finish(ax, "first call starts at (share of response)", [{"x_label": "position in the response"}], drawn,
+            percent=True)
     return _save(fig, out / "distributions.png")
 
 
