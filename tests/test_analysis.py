@@ -276,13 +276,17 @@ def test_sweep_gives_one_series_per_run_and_the_effect_of_c(tmp_path, capsys):
     (sweep / "sweep.yaml").write_text("name: sw\n")
     train_dir(sweep / "runs" / "max_calls=1", max_calls=1)
     train_dir(sweep / "runs" / "max_calls=2", max_calls=2)
+    eval_dir(sweep / "runs" / "max_calls=2" / "eval" / "aime24", "aime24", [one_call(correct=True)])
+    eval_dir(sweep / "runs" / "max_calls=2" / "eval" / "math500", "math500", [one_call(correct=False)])
     (sweep / "runs" / "pending").mkdir()
     code, out, err = run_cli([str(sweep), "--json"], capsys)
     assert code == 0, err
     data = json.loads(out)
-    assert [s["name"] for s in data["series"]] == ["sw/max_calls=1", "sw/max_calls=2"]
+    assert [s["name"] for s in data["series"]] == ["sw/max_calls=1", "sw/max_calls=2", "sw/max_calls=2 · eval"]
+    final_eval = data["series"][2]["summary"]
+    assert set(final_eval["per_bench"]) == {"aime24", "math500"} and final_eval["average"]["accuracy"] == 0.5
     assert any("no rollouts yet" in n for n in data["notes"])
-    assert "2 series" in err and "sw/max_calls=2" in err  # one column per run
+    assert "3 series" in err and "sw/max_calls=2" in err  # one column per run
     assert png_size(sweep / "analysis" / "torl_effect_of_C.png")[0] == 1500
 
 

@@ -119,7 +119,7 @@ def torl_effect_of_c(series: Sequence[dict[str, Any]], out: Path) -> Path | None
     """Final behaviour against C: drawn only when the series cover two or more values of C."""
     by_c: dict[int, list[dict[str, Any]]] = {}
     for s in series:
-        if s["max_calls"] is not None:
+        if s["max_calls"] is not None and s["kind"] == "train":
             by_c.setdefault(int(s["max_calls"]), []).append(s)
     if len(by_c) < 2:
         return None

@@ -4,6 +4,8 @@
 - an evaluation directory (``rollouts.jsonl`` + ``results.json``): one point, its benchmark from results.json;
   several evaluation directories form one series (curves over checkpoints, benchmarks side by side);
 - a sweep directory (``sweep.yaml`` + ``runs/<run>/``): one series per run;
+- a training run's own evaluations (``<run>/eval/<bench>/rollouts.jsonl``, what a sweep's ``eval.benchmarks``
+  writes): one more series, ``<run> · eval``, with a column per benchmark and their average;
 - a rollouts ``.jsonl`` file: one point, named after the file.
 """
 
@@ -97,6 +99,20 @@ def train_series(run_dir: Path, name: str | None = None) -> Series:
     return s
 
 
+def run_evals(run_dir: Path, name: str) -> Series | None:
+    """The evaluations a sweep ran on a training run's final model, as one series (None when there are none)."""
+    dirs = sorted(d for d in (run_dir / "eval").glob("*") if (d / "rollouts.jsonl").is_file())
+    if not dirs:
+        return None
+    s = Series(f"{name} · eval", "eval", run_dir / "eval")
+    for d in dirs:
+        point, cfg = eval_point(d)
+        point.x = "final"
+        s.points.append(point)
+        _apply_config(s, cfg)
+    return s
+
+
 def _checkpoint(cfg: dict[str, Any], fallback: str) -> int | str:
     """Which checkpoint an evaluation ran: the step named in its model path, 'final', or the directory name."""
     path = str((cfg.get("model") or {}).get("path") or "")
@@ -146,6 +162,7 @@ def load_series(paths: list[Path], *, separate: bool = False) -> tuple[list[Seri
         kind = _kind(path)
         if kind == "train":
             series.append(train_series(path))
+            series += [e for e in [run_evals(path, path.name)] if e]
         elif kind == "sweep":
             runs = sorted(p for p in (path / RUNS_DIR).iterdir() if p.is_dir())
             found = [train_series(r, f"{path.name}/{r.name}") for r in runs if any((r / "rollouts").glob("step_*.jsonl"))]
@@ -153,7 +170,8 @@ def load_series(paths: list[Path], *, separate: bool = False) -> tuple[list[Seri
                 notes.append(f"{len(runs) - len(found)} run(s) of {path} have no rollouts yet and are left out")
             if not found:
                 raise DataError(f"no run of sweep '{path}' has rollouts", "run the sweep first: `toolrl sweep SPEC.yaml`")
-            series += found
+            for run in found:
+                series += [run] + [e for e in [run_evals(run.source, run.name)] if e]
         else:
             if kind == "eval":
                 point, cfg = eval_point(path)
