@@ -65,6 +65,7 @@ def test_llm_labels_are_parsed_counted_and_compared_with_the_rules(tokenizer) ->
     assert res["labels"] == ["arithmetic", "symbolic", None]
     assert res["unparsed"] == 1 and res["counts"]["arithmetic"] == 1 and res["shares"]["symbolic"] == 0.5
     assert res["agreement_with_rules"] == 1.0
+    assert res["rules_shares"]["enumeration"] == pytest.approx(1 / 3)  # the rules label the same three blocks
 
 
 @pytest.mark.slow

@@ -63,6 +63,7 @@ def label_blocks(codes: Sequence[str], engine: Engine, *, batch_size: int = 16,
         "unparsed": len(answers) - labelled,
         "counts": {lab: counts[lab] for lab in LABELS},
         "shares": {lab: counts[lab] / labelled for lab in LABELS} if labelled else None,
+        "rules_shares": {lab: rules.count(lab) / len(rules) for lab in LABELS} if rules else None,
         "agreement_with_rules": sum(agree) / len(agree) if agree else None,
         "labels": answers,
     }

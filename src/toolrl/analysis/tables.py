@@ -106,12 +106,13 @@ def llm_table(series: dict[str, Any]) -> Table | None:
     llm = series.get("llm_purposes")
     if not llm:
         return None
-    rules = headline(series["summary"]).get("purposes") or {}
+    rules = llm.get("rules_shares") or {}
     shares = llm.get("shares") or {}
     rows = [[lab, format_value("accuracy", rules.get(lab)), format_value("accuracy", shares.get(lab))] for lab in LABELS]
     rows.append(["unparsed answers", "", f"{llm['unparsed']} of {llm['blocks']}"])
     rows.append(["agreement with the rules", "", format_value("accuracy", llm.get("agreement_with_rules"))])
-    return f"{series['name']} · code purpose: rules vs {llm.get('model', 'model')}", ["purpose", "rules", "model"], rows
+    title = f"{series['name']} · code purpose of {llm['blocks']} blocks: rules vs {llm.get('model', 'model')}"
+    return title, ["purpose", "rules", "model"], rows
 
 
 def all_tables(analysis: dict[str, Any], compare: bool = False) -> list[Table]:
