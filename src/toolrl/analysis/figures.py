@@ -58,7 +58,7 @@ def _line(ax: Any, series: dict[str, Any], key: str, label: str, **kw: Any) -> b
     vals = [_nan(v) for v in ys]
     if all(math.isnan(v) for v in vals):
         return False
-    ax.plot(pos, vals, marker="o", ms=4, label=label, **kw)
+    ax.plot(pos, vals, **{"marker": "o", "ms": 4, **kw}, label=label)
     if ticks:
         ax.set_xticks(pos, ticks, rotation=20, fontsize=7)
     else:
@@ -70,8 +70,8 @@ def _line(ax: Any, series: dict[str, Any], key: str, label: str, **kw: Any) -> b
 
 def _panel(ax: Any, all_series: Sequence[dict[str, Any]], key: str, title: str, percent: bool = False) -> None:
     drawn = False
-    for s in all_series:
-        drawn |= _line(ax, s, key, s["name"])
+    for i, s in enumerate(all_series):
+        drawn |= _line(ax, s, key, s["name"], color=f"C{i}")  # one colour per series in every figure
     _finish(ax, title, all_series, drawn, percent)
 
 
@@ -106,9 +106,9 @@ def torl_code_over_training(series: Sequence[dict[str, Any]], out: Path) -> Path
     fig, axs = _figure("torl_code_over_training", 1, 3)
     ax = axs[0][0]
     drawn = False
-    for s in series:
-        drawn |= _line(ax, s, "code_ratio_written", f"{s['name']} written")
-        drawn |= _line(ax, s, "code_ratio_executed", f"{s['name']} executed", ls="--")
+    for i, s in enumerate(series):
+        drawn |= _line(ax, s, "code_ratio_written", f"{s['name']} written", color=f"C{i}")
+        drawn |= _line(ax, s, "code_ratio_executed", f"{s['name']} executed", color=f"C{i}", ls="--", mfc="none")
     _finish(ax, "code ratio (responses with code)", series, drawn, percent=True)
     _panel(axs[0][1], series, "pass_rate", "code pass rate", percent=True)
     _panel(axs[0][2], series, "accuracy", "accuracy", percent=True)
@@ -160,9 +160,10 @@ def retool_fig3(series: Sequence[dict[str, Any]], out: Path) -> Path:
     _panel(axs[1][0], series, "calls_per_correct", "(d) code calls per correct response")
     ax = axs[1][1]
     drawn = False
-    for s in series:
-        drawn |= _line(ax, s, "last_pass_rate_correct", f"{s['name']} correct")
-        drawn |= _line(ax, s, "last_pass_rate_incorrect", f"{s['name']} incorrect", ls="--")
+    for i, s in enumerate(series):
+        drawn |= _line(ax, s, "last_pass_rate_correct", f"{s['name']} correct", color=f"C{i}")
+        drawn |= _line(ax, s, "last_pass_rate_incorrect", f"{s['name']} incorrect", color=f"C{i}", ls="--",
+                       marker="x")
     _finish(ax, "(e) pass rate of the last call: correct vs incorrect", series, drawn, percent=True)
     _panel(axs[1][2], series, "timing_mean", "(f) first call starts at (share of response)", percent=True)
     return _save(fig, out / "retool_fig3_code_behaviour.png")
