@@ -7,6 +7,7 @@ the paper figure it reproduces. Absent values (None) are drawn as gaps, never as
 from __future__ import annotations
 
 import math
+import statistics
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -134,8 +135,7 @@ def torl_effect_of_c(series: Sequence[dict[str, Any]], out: Path) -> Path | None
         return sum(vals) / len(vals) if vals else None
 
     def median(d: dict[Any, float]) -> float | None:
-        vals = sorted(d.values())
-        return vals[len(vals) // 2] if vals else None
+        return statistics.median(d.values()) if d else None
 
     panels = [
         ("accuracy", lambda s: headline(s["summary"]).get("accuracy")),
