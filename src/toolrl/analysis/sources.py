@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import re
+import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -93,7 +94,7 @@ def train_series(run_dir: Path, name: str | None = None) -> Series:
     _apply_config(s, _config(run_dir))
     for f in files:
         step = int(_STEP.search(f.name).group(1))  # type: ignore[union-attr]
-        s.points.append(Point(step, "train", f, f"{run_dir} --step {step}", _load(f)))
+        s.points.append(Point(step, "train", f, f"{shlex.quote(str(run_dir))} --step {step}", _load(f)))
     s.step_times = _metrics_by_step(run_dir, "time/step_s")
     s.reward = _metrics_by_step(run_dir, "reward/mean")
     return s
@@ -133,7 +134,7 @@ def eval_point(eval_dir: Path) -> tuple[Point, dict[str, Any]]:
             pass
     bench = Path(bench).stem if bench.endswith(".jsonl") else bench
     file = eval_dir / "rollouts.jsonl"
-    return Point(_checkpoint(cfg, eval_dir.name), bench, file, str(eval_dir), _load(file)), cfg
+    return Point(_checkpoint(cfg, eval_dir.name), bench, file, shlex.quote(str(eval_dir)), _load(file)), cfg
 
 
 def _kind(path: Path) -> str:
@@ -176,7 +177,7 @@ def load_series(paths: list[Path], *, separate: bool = False) -> tuple[list[Seri
             if kind == "eval":
                 point, cfg = eval_point(path)
             else:
-                point, cfg = Point(path.stem, path.stem, path, str(path), _load(path)), {}
+                point, cfg = Point(path.stem, path.stem, path, shlex.quote(str(path)), _load(path)), {}
             if evals is None or separate:
                 evals = Series(path.name if separate or len(paths) == 1 else "eval", "eval", path)
                 _apply_config(evals, cfg)

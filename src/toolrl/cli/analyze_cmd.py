@@ -102,7 +102,12 @@ def analyze_command(
     label_limit: Annotated[int, typer.Option("--label-limit", min=1, help="Most code blocks labelled per series by --llm-labels.")] = 64,
     as_json: JsonOpt = False,
 ) -> None:
-    """Code written vs executed, pass rates, code lines, calls, invocation timing, self-correction and code purpose."""
+    """Code written vs executed, pass rates, code lines, calls, invocation timing, self-correction and code purpose.
+
+    PATHS: run directories of toolrl train (rollouts/step_*.jsonl), toolrl eval (rollouts.jsonl; several give
+    benchmarks side by side with their average, and curves over checkpoints) or toolrl sweep (one series per run).
+    Writes tables, analysis.json, one PNG per paper figure and analysis.html (see docs/analysis.md).
+    """
     from toolrl.analysis.analyze import analyze
     from toolrl.analysis.sources import load_series
     from toolrl.analysis.tables import all_tables
