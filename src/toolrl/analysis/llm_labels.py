@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 from toolrl.analysis.purpose import LABELS, classify_code
 from toolrl.rollout.engine import Engine, GenRequest, SamplingSpec
@@ -42,8 +42,8 @@ def _prompt_ids(tokenizer: Any, code: str) -> list[int]:
     return list(tokenizer(text + "\nAnswer:", add_special_tokens=True)["input_ids"])
 
 
-def label_blocks(codes: Sequence[str], engine: Engine, *, batch_size: int = 16,
-                 max_new_tokens: int = 8) -> dict[str, Any]:
+def label_blocks(codes: Sequence[str], engine: Engine, *, batch_size: int = 16, max_new_tokens: int = 8,
+                 progress: Callable[[int], None] | None = None) -> dict[str, Any]:
     """Ask ``engine`` (greedy) for the purpose of every block; return shares, counts, unparsed answers and the
     agreement with the rule-based labels (None when nothing was labelled)."""
     tok = engine.tokenizer
@@ -54,6 +54,8 @@ def label_blocks(codes: Sequence[str], engine: Engine, *, batch_size: int = 16,
                 for i, c in enumerate(chunk)]
         outs = engine.generate(reqs, SamplingSpec(temperature=0.0))
         answers += [parse_label(tok.decode(o.token_ids, skip_special_tokens=True)) for o in outs]
+        if progress is not None:
+            progress(len(chunk))
     counts = Counter(a for a in answers if a is not None)
     labelled = sum(counts.values())
     rules = [classify_code(c) for c in codes]

@@ -72,12 +72,18 @@ def _llm_purposes(analysis: dict[str, Any], series_list: list[Any], model: Optio
     cfg = load_config(None, [f"model.path={json.dumps(model)}"] if model else [])
     with err_console.status("loading the labelling model ..."):
         engine = build_engine(cfg)
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
     try:
-        for entry, s in zip(analysis["series"], series_list):
-            codes = [c.code for p in s.points for r in p.records for c in r.traj.calls]
-            codes += [b for p in s.points for r in p.records for b in r.traj.unexecuted_blocks or []]
-            entry["llm_purposes"] = label_blocks(codes[:limit], engine)
-            entry["llm_purposes"]["model"] = model or "embedded SmolLM2-135M-Instruct"
+        with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                      console=err_console) as bar:
+            for entry, s in zip(analysis["series"], series_list):
+                codes = [c.code for p in s.points for r in p.records for c in r.traj.calls]
+                codes += [b for p in s.points for r in p.records for b in r.traj.unexecuted_blocks or []]
+                task = bar.add_task(f"labelling code purpose · {s.name}", total=min(limit, len(codes)))
+                entry["llm_purposes"] = label_blocks(codes[:limit], engine,
+                                                     progress=lambda k, t=task: bar.advance(t, k))
+                entry["llm_purposes"]["model"] = model or "embedded SmolLM2-135M-Instruct"
     finally:
         engine.close()
 
