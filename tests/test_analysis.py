@@ -375,3 +375,18 @@ def test_long_runs_show_every_kth_step_and_the_last():
     title, header, rows = curve_table(series, max_rows=25)
     assert [r[0] for r in rows][:3] == ["1", "5", "9"] and rows[-1][0] == "100" and "every 4th step" in title
     assert header[1:3] == ["n", "acc"] and rows[0][2] == "100.0%"
+
+
+def test_eval_dirs_of_several_checkpoints_make_curves_in_step_order(tmp_path, capsys):
+    dirs = []
+    for step, acc in ((8, True), (4, False)):
+        for bench in ("aime24", "math500"):
+            dirs.append(eval_dir(tmp_path / f"s{step}-{bench}", bench, [one_call(correct=acc)],
+                                 model=f"runs/r/checkpoints/step_{step:06d}"))
+    code, out, err = run_cli([*map(str, dirs), "--out", str(tmp_path / "o"), "--json"], capsys)
+    assert code == 0, err
+    (series,) = json.loads(out)["series"]
+    assert [p["x"] for p in series["points"]] == [4, 8]
+    assert [p["average"]["accuracy"] for p in series["points"]] == [0.0, 1.0]
+    assert series["summary"]["label"] == "checkpoint 8" and set(series["summary"]["per_bench"]) == {"aime24", "math500"}
+    assert "per checkpoint (average over benchmarks)" in err

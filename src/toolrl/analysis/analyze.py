@@ -76,9 +76,11 @@ def headline(entry: dict[str, Any]) -> dict[str, Any]:
     return entry["average"] if entry.get("average") else next(iter(entry["per_bench"].values()))
 
 
-def curve(series: dict[str, Any], key: str) -> tuple[list[int | str], list[float | None]]:
-    """(x, value) along a series' points; a value is None where the metric is absent."""
+def curve(series: dict[str, Any], key: str, bench: str | None = None) -> tuple[list[int | str], list[float | None]]:
+    """(x, value) along a series' points (of one benchmark, or the headline); None where the metric is absent."""
     xs = [p["x"] for p in series["points"]]
+    if bench is not None:
+        return xs, [(p["per_bench"].get(bench) or {}).get(key) for p in series["points"]]
     return xs, [headline(p).get(key) for p in series["points"]]
 
 

@@ -53,8 +53,8 @@ def _positions(xs: Sequence[int | str]) -> tuple[list[float], list[str] | None]:
     return [float(i) for i in range(len(xs))], [str(x) for x in xs]
 
 
-def _line(ax: Any, series: dict[str, Any], key: str, label: str, **kw: Any) -> bool:
-    xs, ys = curve(series, key)
+def _line(ax: Any, series: dict[str, Any], key: str, label: str, bench: str | None = None, **kw: Any) -> bool:
+    xs, ys = curve(series, key, bench)
     pos, ticks = _positions(xs)
     vals = [_nan(v) for v in ys]
     if all(math.isnan(v) for v in vals):
@@ -72,7 +72,11 @@ def _line(ax: Any, series: dict[str, Any], key: str, label: str, **kw: Any) -> b
 def _panel(ax: Any, all_series: Sequence[dict[str, Any]], key: str, title: str, percent: bool = False) -> None:
     drawn = False
     for i, s in enumerate(all_series):
-        drawn |= _line(ax, s, key, s["name"], color=f"C{i}")  # one colour per series in every figure
+        multi = len(s["benchmarks"]) > 1
+        drawn |= _line(ax, s, key, s["name"] + (" avg" if multi else ""), color=f"C{i}")  # one colour per series
+        if multi:  # the benchmarks behind the average, thin, with their own markers
+            for bench, marker in zip(s["benchmarks"], "^vsdP*xh"):
+                _line(ax, s, key, f"{s['name']} {bench}", bench, color=f"C{i}", lw=0.8, alpha=0.6, marker=marker)
     _finish(ax, title, all_series, drawn, percent)
 
 
