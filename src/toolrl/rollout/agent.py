@@ -9,7 +9,8 @@ produces trajectories with the same structure, masks and call records.
 
 Documented choices:
 - After C calls, generation continues without pausing at code blocks: later code blocks stay plain model text
-  and are not executed (``tool.after_limit=continue``, ToRL's behaviour). With ``tool.after_limit=notify`` the
+  and are not executed (``tool.after_limit=continue``, ToRL's behaviour); ``finish`` records their code in
+  ``Trajectory.unexecuted_blocks``. With ``tool.after_limit=notify`` the
   last observation also tells the model that no more executions are available (masked like all observations).
 - A response that ends (EOS) right after closing a code block, with calls left, has that block executed: the EOS
   token is dropped and generation continues after the observation, as if the block's closing fence had been a stop
