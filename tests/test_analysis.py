@@ -169,6 +169,8 @@ def test_cross_benchmark_average_is_unweighted_and_skips_absent_values():
     ("enumeration", "count = 0\nfor a in range(1, 50):\n    for b in range(a, 50):\n        if a*a + b*b == 625:\n            count += 1\nprint(count)"),
     ("enumeration", "from itertools import permutations\nprint(sum(1 for p in permutations('abcd') if p[0] != 'a'))"),
     ("enumeration", "n = 1\nwhile n * n < 2000:\n    n += 1\nprint(n)"),
+    ("arithmetic", "result = 1\nfor i in range(5):\n    result *= 4805\nprint(result)"),
+    ("arithmetic", "print(sum(i * i for i in range(1, 11)))"),
     ("verification", "x = 4\nassert x**2 - 5*x + 4 == 0\nprint('ok')"),
     ("verification", "candidate = 391\nprint(17 * 23 == candidate)"),
     ("verification", "def check(n):\n    return n % 7 == 3\nprint(check(10))"),

@@ -5,8 +5,8 @@ Labels (ReTool's code-purpose analysis, with a rule set anyone can audit):
 - ``verification``: checks a candidate answer: ``assert``, a function named check/verify/is_valid, or a printed or
   tested equality between computed values with no search loop around it;
 - ``symbolic``: symbolic algebra: sympy's solve, simplify, expand, factor, diff, integrate, ... ;
-- ``enumeration``: brute force: a loop (or comprehension) over ``range``/``itertools``, or a ``while`` loop, that
-  searches or counts;
+- ``enumeration``: brute force: a ``while`` loop, or a loop over ``range``/``itertools`` that tests candidates
+  (an ``if`` inside, or a filtered comprehension); a loop that only accumulates is arithmetic;
 - ``arithmetic``: numeric computation: arithmetic operators, ``math``/``numpy``/``fractions`` calls;
 - ``formatting``: prints or formats data without computing anything;
 - ``other``: anything else, including code that does not parse.
@@ -57,11 +57,15 @@ def _uses_sympy(tree: ast.AST) -> bool:
 
 
 def _is_search_loop(node: ast.AST) -> bool:
+    """A ``while`` loop, or a loop over range/itertools that tests candidates (an ``if`` in its body, or a filtered
+    comprehension). A loop that only accumulates (``result *= x``) is computation, not search."""
     if isinstance(node, ast.While):
         return True
     if isinstance(node, (ast.For, ast.comprehension)):
-        it = node.iter
-        return any(isinstance(n, ast.Call) and _call_name(n) in _ITER_SOURCES for n in ast.walk(it))
+        over_range = any(isinstance(n, ast.Call) and _call_name(n) in _ITER_SOURCES for n in ast.walk(node.iter))
+        if isinstance(node, ast.comprehension):
+            return over_range and bool(node.ifs)
+        return over_range and any(isinstance(n, ast.If) for stmt in node.body for n in ast.walk(stmt))
     return False
 
 
