@@ -83,6 +83,9 @@ class Trajectory:
     finish_reason: FinishReason = "eos"
     gen_time_s: float = 0.0
     sandbox_time_s: float = 0.0
+    # Code of closed code blocks the model wrote that did not run (after C calls, with tool.after_limit=continue,
+    # later blocks stay plain text). None = not recorded (rollouts written before this field existed).
+    unexecuted_blocks: list[str] | None = None
     # Filled by toolrl.reward:
     reward: float | None = None
     correct: bool | None = None

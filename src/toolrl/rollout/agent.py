@@ -9,7 +9,8 @@ produces trajectories with the same structure, masks and call records.
 
 Documented choices:
 - After C calls, generation continues without pausing at code blocks: later code blocks stay plain model text
-  and are not executed (``tool.after_limit=continue``, ToRL's behaviour). With ``tool.after_limit=notify`` the
+  and are not executed (``tool.after_limit=continue``, ToRL's behaviour); ``finish`` records their code in
+  ``Trajectory.unexecuted_blocks``. With ``tool.after_limit=notify`` the
   last observation also tells the model that no more executions are available (masked like all observations).
 - A response that ends (EOS) right after closing a code block, with calls left, has that block executed: the EOS
   token is dropped and generation continues after the observation, as if the block's closing fence had been a stop
@@ -26,7 +27,7 @@ from typing import Any
 
 from toolrl.config.schema import RootConfig
 from toolrl.rollout.engine import GenOutput, GenRequest
-from toolrl.rollout.formats import ToolFormat, extract_call, format_observation, get_format
+from toolrl.rollout.formats import ToolFormat, code_blocks, extract_call, format_observation, get_format
 from toolrl.sandbox.base import ExecResult
 from toolrl.types import ExecKind, FinishReason, ToolCall, Trajectory
 
@@ -159,3 +160,15 @@ class TrajectoryState:
         if not self.done:
             self.done = True
             self.traj.finish_reason = reason
+            self.traj.unexecuted_blocks = self._unexecuted_blocks()
+
+    def _unexecuted_blocks(self) -> list[str]:
+        """Closed code blocks that did not run: a model segment followed by an observation ran its last block only."""
+        segs = self.traj.segments
+        out: list[str] = []
+        for i, seg in enumerate(segs):
+            if seg.kind != "model":
+                continue
+            blocks = code_blocks(seg.text, self.fmt)
+            out += blocks[:-1] if i + 1 < len(segs) and segs[i + 1].kind == "observation" else blocks
+        return out

@@ -102,6 +102,32 @@ def extract_call(turn_text: str, fmt: ToolFormat) -> str | None:
     return code if code.strip() else None
 
 
+def code_block_spans(text: str, fmt: ToolFormat) -> list[tuple[int, int, str]]:
+    """(start, end, code) of every closed, non-empty code block of ``fmt`` in ``text``, in order; ``code`` is what
+    ``extract_call`` would run for that block.
+
+    >>> code_block_spans("hi ```python\\nx = 1\\n```\\n```python\\nopen", TORL)
+    [(3, 22, 'x = 1')]
+    >>> code_block_spans("<code>\\n```python\\nprint(2)\\n```\\n</code>", RETOOL)
+    [(0, 37, 'print(2)')]
+    """
+    out = []
+    for m in (_PY_BLOCK if fmt.name == "torl" else _CODE_TAG).finditer(text):
+        code = m.group(1)
+        if fmt.name != "torl":
+            inner = _INNER_FENCE.match(code)
+            code = inner.group(1) if inner else code
+        code = code.strip("\n")
+        if code.strip():
+            out.append((m.start(), m.end(), code))
+    return out
+
+
+def code_blocks(text: str, fmt: ToolFormat) -> list[str]:
+    """The code of every closed, non-empty code block in ``text`` (see ``code_block_spans``)."""
+    return [code for _, _, code in code_block_spans(text, fmt)]
+
+
 def truncate_middle(text: str, max_chars: int) -> str:
     """Keep the first and last ``max_chars // 2`` characters joined by '...' (ToRL: 128 + ... + 128).
 

@@ -28,6 +28,7 @@ FINAL_METRICS = ("code/share", "code/success_rate", "code/calls_per_response", "
 SHORT_NAMES = {
     "reward/mean": "reward", "acc": "train acc", "code/share": "code share", "code/success_rate": "code ok",
     "code/calls_per_response": "calls/resp", "response/len": "resp len", "time/step_s": "s/step",
+    "eval/avg": "avg acc",
 }
 
 

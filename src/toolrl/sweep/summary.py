@@ -5,6 +5,8 @@ trainer did not evaluate), never from W&B. The rules, so a reader can recompute 
 
 - final accuracy on a benchmark: the LAST value of ``eval/<bench>/<metric>`` in metrics.jsonl, where ``<metric>``
   is the first present of acc, pass@1, avg@k, mean@k, maj@k;
+- ``eval/avg`` (ToRL's "Avg." column): the unweighted mean of a run's final accuracies, when it has two or more
+  benchmarks;
 - training metrics (reward/mean, acc, code/share, code/success_rate, code/calls_per_response, response/len): the
   mean of the last ``tail`` values logged at RL steps (default 5: one step of a tiny batch is noise);
 - wall time per step: the median of ``time/step_s`` over RL steps (>= 1; SFT logs at step 0; the first steps
@@ -30,6 +32,7 @@ from toolrl.sweep.status import RUNS_DIR, SPEC_COPY, read_status, train_finished
 
 TRAIN_METRICS = ("reward/mean", "acc", "code/share", "code/success_rate", "code/calls_per_response", "response/len")
 STEP_TIME = "time/step_s"
+AVG_KEY = "eval/avg"  # the cross-benchmark average accuracy (one "/" so it is never taken for a benchmark)
 CURVE_METRICS = ("reward/mean", "acc", "code/share")
 _ACC_ORDER = ("acc", "pass@1", "avg@", "mean@", "maj@")
 
@@ -118,6 +121,9 @@ def run_metrics(run: RunData, tail: int = 5) -> dict[str, float]:
         key = accuracy_key(evals, bench)
         if key is not None:
             out[key] = evals[key]
+    accs = [v for k, v in out.items() if k.startswith("eval/")]
+    if len(accs) >= 2:
+        out[AVG_KEY] = statistics.fmean(accs)
     for key in TRAIN_METRICS:
         vals = [v for step, v in series(run.records, key) if step >= 1][-tail:]
         if vals:
@@ -152,7 +158,7 @@ def summarize(runs: Sequence[RunData], tail: int = 5, include_unfinished: bool =
 def columns(points: Sequence[PointSummary]) -> list[str]:
     """Table columns: accuracy per benchmark first, then training metrics, then time per step."""
     keys = {k for p in points for k in p.metrics}
-    evals = sorted(k for k in keys if k.startswith("eval/"))
+    evals = sorted(k for k in keys if k.startswith("eval/") and k != AVG_KEY) + ([AVG_KEY] if AVG_KEY in keys else [])
     return evals + [k for k in (*TRAIN_METRICS, STEP_TIME) if k in keys]
 
 
