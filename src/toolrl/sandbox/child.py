@@ -17,10 +17,11 @@ import resource
 import signal
 import sys
 import traceback
+from dataclasses import dataclass
 from typing import Any
 
-from toolrl.sandbox import linux
-from toolrl.sandbox.policy import Policy
+from toolrl.sandbox import landlock, linux, view
+from toolrl.sandbox.policy import DEVICES, Policy
 
 STATUS_FD = 3
 REQUEST_FD = 4  # stateful sessions only: code arrives here
@@ -39,6 +40,7 @@ def _env(cwd: str) -> dict[str, str]:
         "PATH": f"{os.path.dirname(sys.executable)}:/usr/local/bin:/usr/bin:/bin",
         "HOME": cwd,
         "TMPDIR": cwd,
+        "USER": "sandbox",
         "LANG": "C.UTF-8",
         "PYTHONIOENCODING": "utf-8",
         "PYTHONDONTWRITEBYTECODE": "1",
@@ -49,8 +51,27 @@ def _env(cwd: str) -> dict[str, str]:
     }
 
 
-def lock_down(policy: Policy, *, uid: int | None, cwd: str, fds: dict[int, int]) -> None:
-    """Turn this freshly forked (root) process into the sandbox. ``fds`` maps target fd -> current fd."""
+@dataclass
+class Lock:
+    """How to lock one child down: decided by the worker from what the host allowed."""
+
+    uid: int | None  # switch to this uid (root, or a mapped block of a user namespace)
+    cwd: str
+    view: bool  # running inside the allowlist view: mount a private /tmp and /proc
+    own_pidns: bool
+    drop_caps: bool  # stays uid 0 of a user namespace: give up every capability instead
+    seccomp: bytes | None
+    landlock_abi: int  # > 0: no mount view, Landlock enforces the allowlist
+    nproc: int | None = None  # process limit when it must count the user's other processes too
+    keep_dac_read: bool = False  # the interpreter is not world-readable: keep CAP_DAC_READ_SEARCH (Landlock rules)
+
+
+def lock_down(policy: Policy, lock: Lock, *, fds: dict[int, int]) -> None:
+    """Turn this freshly forked process into the sandbox. ``fds`` maps target fd -> current fd.
+
+    Order matters: mounts need privileges, so they come first; then the uid/capability drop, no_new_privs,
+    Landlock and finally seccomp (which forbids the calls the earlier steps make).
+    """
     os.setsid()
     null = os.open(os.devnull, os.O_RDONLY)
     os.dup2(null, 0)  # stdin: empty, input() raises EOFError
@@ -58,6 +79,7 @@ def lock_down(policy: Policy, *, uid: int | None, cwd: str, fds: dict[int, int])
         os.dup2(fd, target)
     top = max([2, *fds])
     os.closerange(top + 1, resource.getrlimit(resource.RLIMIT_NOFILE)[0])  # drop the worker's control channel
+    cwd = view.enter_private(policy, lock.uid, lock.own_pidns) if lock.view else lock.cwd
     os.chdir(cwd)
     os.umask(0o077)
 
@@ -72,15 +94,25 @@ def lock_down(policy: Policy, *, uid: int | None, cwd: str, fds: dict[int, int])
     for res, soft in limits.items():
         hard = soft + 1 if res == resource.RLIMIT_CPU else soft  # SIGXCPU first, SIGKILL a second later
         resource.setrlimit(res, (soft, hard))
-    if uid is not None:
-        # root ignores RLIMIT_NPROC, so the process limit only bites after the uid drop; per-slot uids keep
-        # one execution's fork storm from eating another slot's budget.
-        resource.setrlimit(resource.RLIMIT_NPROC, (policy.max_processes, policy.max_processes))
+    # Root ignores RLIMIT_NPROC: it bites after the uid drop. Per-slot uids (or the user namespace of each
+    # worker) keep one execution's fork storm from eating another slot's budget.
+    nproc = lock.nproc if lock.nproc is not None else policy.max_processes
+    resource.setrlimit(resource.RLIMIT_NPROC, (nproc, nproc))
+    if lock.uid is not None and lock.keep_dac_read:
+        linux.switch_uid_keeping(lock.uid, linux.CAP_DAC_READ_SEARCH)
+    elif lock.uid is not None:
         os.setgroups([])
-        os.setresgid(uid, uid, uid)
-        os.setresuid(uid, uid, uid)
+        os.setresgid(lock.uid, lock.uid, lock.uid)
+        os.setresuid(lock.uid, lock.uid, lock.uid)
+    elif lock.drop_caps:
+        linux.drop_all_capabilities()
     linux.prctl(linux.PR_SET_NO_NEW_PRIVS, 1)  # setuid binaries cannot give privileges back
     linux.prctl(linux.PR_SET_PDEATHSIG, signal.SIGKILL)  # set after setuid: a uid change clears it
+    if lock.landlock_abi:
+        landlock.restrict(policy.read_only + [d for d in DEVICES if d != "/dev/null"], [cwd, "/dev/null"],
+                          lock.landlock_abi)
+    if lock.seccomp:
+        linux.load_seccomp(lock.seccomp)
 
     # the worker ignores Ctrl-C; code gets Python's usual KeyboardInterrupt (sessions are interrupted with it)
     signal.signal(signal.SIGINT, signal.default_int_handler)
