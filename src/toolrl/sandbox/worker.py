@@ -26,7 +26,8 @@ from toolrl.sandbox import child, landlock, linux, protocol, view
 from toolrl.sandbox.policy import Policy, level_of, meets
 from toolrl.sandbox.results import Capture, last_line
 
-_SESSION_GRACE_S = 0.5  # after a session timeout: SIGINT, then this long before SIGKILL
+_SESSION_GRACE_S = 0.5
+_DU_EVERY_S = 0.05  # fallback mode: how often the private directory's size is checked  # after a session timeout: SIGINT, then this long before SIGKILL
 
 
 class _Setup:
@@ -353,10 +354,18 @@ class Worker:
         open_fds = {proc.out, proc.err, proc.status}
         start = time.monotonic()
         deadline = start + timeout
-        timed_out = interrupted = exited = False
+        timed_out = interrupted = exited = over_quota = False
         status: dict[str, Any] | None = None
+        quota = None if self.use_view else self.policy.tmpfs_mb * 1024 * 1024  # a tmpfs bounds itself
+        next_du = start
         while True:
             now = time.monotonic()
+            if quota is not None and now >= next_du and not exited and not timed_out:
+                next_du = now + _DU_EVERY_S  # without a mount namespace the private directory is on the host disk
+                if _du(proc.cwd) > quota:
+                    over_quota = timed_out = True
+                    self._kill(proc)
+                    deadline = now + 5.0
             if now >= deadline and not exited:
                 if until_status and not interrupted:
                     os.kill(proc.pid, signal.SIGINT)  # like a notebook's interrupt: state survives if it stops
@@ -369,7 +378,8 @@ class Worker:
                     deadline = now + 5.0
                 else:
                     break  # cannot happen with a PID namespace; do not hang the worker
-            for fd, _ev in poller.poll(max(0.0, deadline - now) * 1000 + 1):
+            wait = max(0.0, deadline - now) if quota is None else min(max(0.0, deadline - now), _DU_EVERY_S)
+            for fd, _ev in poller.poll(wait * 1000 + 1):
                 if fd == proc.pidfd:
                     exited = True
                     poller.unregister(fd)
@@ -398,6 +408,7 @@ class Worker:
         return {
             "out": out, "err": err, "status": status, "exited": exited, "timed_out": timed_out,
             "interrupted": interrupted, "duration": time.monotonic() - start, "timeout": timeout,
+            "over_quota": over_quota,
         }
 
     def run(self, code: str, timeout: float, uid: int | None) -> dict[str, Any]:
@@ -481,6 +492,9 @@ def _verdict(w: dict[str, Any], wait_status: int | None, cpu: float, policy: Pol
         "truncated": out.truncated or err.truncated,
         "duration_s": w["duration"],
     }
+    if w.get("over_quota"):
+        r.update(kind="resource_limit", detail=f"disk space limit of {policy.tmpfs_mb} MB reached")
+        return r
     if w["timed_out"] or (w["interrupted"] and not w["exited"]):
         r.update(kind="timeout", detail=f"killed after {w['timeout']:g} s of wall-clock time")
         if w["interrupted"] and not w["timed_out"]:
@@ -521,6 +535,26 @@ def _private_root() -> str:
     path = os.path.join(base, f"toolrl-sbx-{os.getpid()}")
     os.makedirs(path, mode=0o711, exist_ok=True)
     return path
+
+
+def _du(path: str) -> int:
+    """Bytes allocated below ``path`` (symlinks not followed; stops counting past 1 TB of work)."""
+    total = 0
+    stack = [path]
+    while stack:
+        try:
+            with os.scandir(stack.pop()) as it:
+                for e in it:
+                    try:
+                        st = e.stat(follow_symlinks=False)
+                    except OSError:
+                        continue
+                    total += st.st_blocks * 512
+                    if e.is_dir(follow_symlinks=False):
+                        stack.append(e.path)
+        except OSError:
+            continue
+    return total
 
 
 def _world_reachable(paths: list[str]) -> bool:
