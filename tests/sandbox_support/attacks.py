@@ -213,6 +213,7 @@ SESSION_SPY = (
     "            if b'SESSIONSECRET' in data: print('LEAK', q)\n"
     "        except OSError: pass\n"
     "for d in glob.glob('/proc/[0-9]*'):\n"
+    "    if d == f'/proc/{os.getpid()}': continue  # its own memory\n"
     "    try:\n"
     "        with open(d + '/mem', 'rb') as f: print('MEMOPEN', d)\n"
     "    except OSError: pass\n"
