@@ -16,6 +16,7 @@ import os
 import resource
 import signal
 import sys
+import time
 import traceback
 from dataclasses import dataclass
 from typing import Any
@@ -66,6 +67,9 @@ class Lock:
     keep_dac_read: bool = False  # the interpreter is not world-readable: keep CAP_DAC_READ_SEARCH (Landlock rules)
 
 
+LOCK_US: dict[str, float] = {}  # microseconds each layer took in this child (reported with the status)
+
+
 def lock_down(policy: Policy, lock: Lock, *, fds: dict[int, int]) -> None:
     """Turn this freshly forked process into the sandbox. ``fds`` maps target fd -> current fd.
 
@@ -79,8 +83,10 @@ def lock_down(policy: Policy, lock: Lock, *, fds: dict[int, int]) -> None:
         os.dup2(fd, target)
     top = max([2, *fds])
     os.closerange(top + 1, resource.getrlimit(resource.RLIMIT_NOFILE)[0])  # drop the worker's control channel
+    t = time.perf_counter()
     cwd = view.enter_private(policy, lock.uid, lock.own_pidns) if lock.view else lock.cwd
     os.chdir(cwd)
+    t = _lap("private_mounts" if lock.view else "private_dir", t)
     os.umask(0o077)
 
     base = _vm_size_bytes()
@@ -98,6 +104,7 @@ def lock_down(policy: Policy, lock: Lock, *, fds: dict[int, int]) -> None:
     # worker) keep one execution's fork storm from eating another slot's budget.
     nproc = lock.nproc if lock.nproc is not None else policy.max_processes
     resource.setrlimit(resource.RLIMIT_NPROC, (nproc, nproc))
+    t = _lap("rlimits", t)
     if lock.uid is not None and lock.keep_dac_read:
         linux.switch_uid_keeping(lock.uid, linux.CAP_DAC_READ_SEARCH)
     elif lock.uid is not None:
@@ -108,11 +115,14 @@ def lock_down(policy: Policy, lock: Lock, *, fds: dict[int, int]) -> None:
         linux.drop_all_capabilities()
     linux.prctl(linux.PR_SET_NO_NEW_PRIVS, 1)  # setuid binaries cannot give privileges back
     linux.prctl(linux.PR_SET_PDEATHSIG, signal.SIGKILL)  # set after setuid: a uid change clears it
+    t = _lap("uid_and_no_new_privs", t)
     if lock.landlock_abi:
         landlock.restrict(policy.read_only + [d for d in DEVICES if d != "/dev/null"], [cwd, "/dev/null"],
                           lock.landlock_abi)
+        t = _lap("landlock", t)
     if lock.seccomp:
         linux.load_seccomp(lock.seccomp)
+        t = _lap("seccomp", t)
 
     # the worker ignores Ctrl-C; code gets Python's usual KeyboardInterrupt (sessions are interrupted with it)
     signal.signal(signal.SIGINT, signal.default_int_handler)
@@ -131,6 +141,12 @@ def lock_down(policy: Policy, lock: Lock, *, fds: dict[int, int]) -> None:
             sys.modules["numpy.random"].seed(int.from_bytes(os.urandom(4), "little"))  # int seeding: ~10 us
         except Exception:
             pass
+
+
+def _lap(name: str, since: float) -> float:
+    now = time.perf_counter()
+    LOCK_US[name] = (now - since) * 1e6
+    return now
 
 
 def _classify(exc: BaseException) -> tuple[str, str | None]:
@@ -207,6 +223,7 @@ def write_status(status: dict[str, Any]) -> None:
 def run_once(code: str) -> None:
     """Stateless: one program, then exit (the PID namespace takes every leftover process with it)."""
     status = execute(code, {"__name__": "__main__", "__builtins__": builtins, "__file__": "main.py"})
+    status["lock_us"] = LOCK_US
     write_status(status)
     os._exit(0)
 

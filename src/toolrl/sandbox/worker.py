@@ -515,7 +515,7 @@ def _verdict(w: dict[str, Any], wait_status: int | None, cpu: float, policy: Pol
         return r
     if status:
         r["kind"] = status.get("kind", "error")
-        for key in ("error_name", "error_line", "detail"):
+        for key in ("error_name", "error_line", "detail", "lock_us"):
             if status.get(key):
                 r[key] = status[key]
         if r["kind"] != "ok" and not r.get("error_line"):
