@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import sys
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -37,3 +40,43 @@ def test_attack_suite_in_mode(mode: str) -> None:
     assert p.returncode == 0, tail
     passed = re.search(r"(\d+) passed", p.stdout)
     assert passed and int(passed.group(1)) >= 25 and "failed" not in p.stdout, tail
+
+
+@pytest.fixture()
+def shared_tmp() -> Iterator[Path]:
+    """A directory another uid can walk into (pytest's own is private to root)."""
+    d = Path(tempfile.mkdtemp(prefix="toolrl-modes-"))
+    try:
+        yield d
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
+
+
+def test_unprivileged_user_runs_code_with_no_isolation_flag(shared_tmp: Path) -> None:
+    """The rollout path (build_sandbox from the default config) as a non-root user: no flag, full isolation."""
+    if os.geteuid() != 0:
+        pytest.skip("switching to a throwaway uid needs root")
+    import json
+    import secrets
+
+    tmp_path = shared_tmp
+
+    token = "SENTINEL-" + secrets.token_hex(8)
+    (tmp_path / "answer.txt").write_text(token)
+    code = tmp_path / "code.py"
+    code.write_text(f"try:\n    print(open({str(tmp_path / 'answer.txt')!r}).read())\nexcept OSError as e:\n"
+                    f"    print('blocked', type(e).__name__)\nprint(6 * 7)\n")
+    tmp_path.chmod(0o755)
+    for f in ("answer.txt", "code.py"):
+        (tmp_path / f).chmod(0o644)
+    cli = [sys.executable, "-m", "toolrl.cli.main", "sandbox"]
+    env = {"PYTHONPATH": f"{ROOT / 'src'}", "TOOLRL_SANDBOX_EXPECT": ""}
+    p = modes.run("user", [*cli, "run", str(code), "--json"], cwd=ROOT, timeout=300, extra_env=env)
+    assert p.returncode == 0, p.stderr[-2000:]
+    out = json.loads(p.stdout)
+    assert out["kind"] == "ok" and "42" in out["stdout"] and "blocked" in out["stdout"] and token not in p.stdout
+    assert "WARNING" not in p.stderr  # nothing below full isolation
+    p = modes.run("user", [*cli, "check", "--json"], cwd=ROOT, timeout=300, extra_env=env)
+    report = json.loads(p.stdout)
+    assert report["level"] == "full" and report["layers"]["userns"].startswith("ok"), report
+    assert p.returncode == 0 and report["isolated"], report

@@ -87,6 +87,7 @@ def run(mode: str, argv: list[str], *, cwd: Path, timeout: float, extra_env: dic
         "TOOLRL_SANDBOX_EXPECT": MODES[mode][2], **extra_env,
     }
     del tmp
+    argv = [a.replace("{home}", str(home)) for a in argv]
     try:
         return subprocess.run(command(mode, argv, uid=uid, workdir=workdir, env=env), cwd=cwd, text=True,
                               capture_output=True, timeout=timeout, stdin=subprocess.DEVNULL)
