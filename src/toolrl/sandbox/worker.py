@@ -125,7 +125,7 @@ def _enter_userns(policy: Policy) -> str:
     go_r, go_w = os.pipe()
     done_r, done_w = os.pipe()
     helper = os.fork()
-    if helper == 0:
+    if helper == 0:  # never returns: a helper that escaped into the worker's code would serve requests too
         status = 1
         try:
             os.close(go_w)
@@ -141,10 +141,13 @@ def _enter_userns(policy: Policy) -> str:
                 with open(f"/proc/{target}/gid_map", "w") as f:
                     f.write(f"0 {gid} 1\n{block}")
                 status = 0
-        except OSError:
+        except BaseException:  # noqa: BLE001
             status = 1
         finally:
-            os.write(done_w, bytes([status]))
+            try:
+                os.write(done_w, bytes([status]))
+            except BaseException:  # noqa: BLE001 - the worker gave up on us
+                pass
             os._exit(status)
     os.close(go_r)
     os.close(done_w)
@@ -302,10 +305,7 @@ class Worker:
         except ChildProcessError:  # already reaped with the orphans below
             st, cpu = 0, 0.0
         if not self.use_pidns:
-            if proc.uid is not None:
-                _kill_uid(proc.uid)
-            else:
-                self._kill_strays()
+            self._kill_strays()
         while True:  # zombies of orphans that came back to us (subreaper)
             try:
                 if os.waitpid(-1, os.WNOHANG)[0] == 0:
@@ -326,8 +326,9 @@ class Worker:
         return st, cpu
 
     def _kill_strays(self) -> None:
-        """Without PID namespaces or per-slot uids: every process an execution left behind came back to us
-        (we are its subreaper); kill all our children except the live sessions, until none is left."""
+        """Without PID namespaces: every process an execution left behind came back to us (we are its
+        subreaper, so none can leave the tree); kill all our children except live sessions until none is left.
+        Cheaper than killing by uid, which needs a fork of this (large) process."""
         keep = {p.pid for p in self.sessions.values()}
         for _ in range(50):
             strays = [p for p in _children(os.getpid()) if p not in keep]
@@ -579,8 +580,14 @@ def _children(pid: int) -> list[int]:
         return []
 
 
-def _tasks_of(uid: int) -> int:
-    """Processes and threads of ``uid`` right now (what RLIMIT_NPROC counts)."""
+_TASKS_CACHE: dict[int, tuple[float, int]] = {}
+
+
+def _tasks_of(uid: int, max_age_s: float = 1.0) -> int:
+    """Processes and threads of ``uid`` (what RLIMIT_NPROC counts); a /proc scan, reused for a second."""
+    cached = _TASKS_CACHE.get(uid)
+    if cached and time.monotonic() - cached[0] < max_age_s:
+        return cached[1]
     n = 0
     for name in os.listdir("/proc"):
         if name.isdigit():
@@ -590,21 +597,8 @@ def _tasks_of(uid: int) -> int:
                     n += len(os.listdir(f"/proc/{name}/task"))
             except OSError:
                 continue
+    _TASKS_CACHE[uid] = (time.monotonic(), n)
     return n
-
-
-def _kill_uid(uid: int) -> None:
-    """Without a PID namespace: kill every process of ``uid`` (kill(-1) as that uid reaches exactly those)."""
-    pid = os.fork()
-    if pid == 0:
-        try:
-            os.setresgid(uid, uid, uid)
-            os.setresuid(uid, uid, uid)
-            for _ in range(3):
-                os.kill(-1, signal.SIGKILL)
-        finally:
-            os._exit(0)
-    os.waitpid(pid, 0)
 
 
 def _empty_dir(path: str) -> None:
