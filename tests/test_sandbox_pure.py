@@ -71,8 +71,11 @@ def test_allowlist_holds_python_and_system_but_not_the_project_or_data(tmp_path)
         real = os.path.realpath(outside)
         assert not any(real == a or real.startswith(a.rstrip("/") + "/") for a in allowed), (outside, allowed)
     assert not any(a in ("/", "/etc", "/home", "/root", "/tmp", "/work") for a in allowed)
-    extra = policy_from_config(SandboxConfig(allow_paths=[str(tmp_path)]))
-    assert str(tmp_path.resolve()) in extra.read_only
+    here = os.path.dirname(os.path.abspath(__file__))
+    assert here in policy_from_config(SandboxConfig(allow_paths=[here])).read_only
+    with pytest.raises(ConfigError) as e:  # each execution's own /tmp would cover it
+        policy_from_config(SandboxConfig(allow_paths=[str(tmp_path)]))
+    assert "/tmp" in str(e.value) and e.value.hint
 
 
 def test_levels_from_layers_and_the_deprecated_alias(capsys: pytest.CaptureFixture[str]) -> None:

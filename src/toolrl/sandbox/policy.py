@@ -12,6 +12,7 @@ import sysconfig
 from dataclasses import asdict, dataclass, field
 
 from toolrl.config.schema import SandboxConfig
+from toolrl.errors import ConfigError
 
 LEVELS = ("none", "contained", "full")  # weakest first
 
@@ -91,8 +92,19 @@ def resolve_isolation(cfg: SandboxConfig) -> str:
     return level
 
 
+_PRIVATE_DIRS = ("/tmp", "/var/tmp", "/dev/shm", "/proc", "/dev")  # each execution gets its own
+
+
 def policy_from_config(cfg: SandboxConfig, cwd: str | None = None) -> Policy:
     del cwd  # the project is outside the allowlist like every other host path
+    for p in cfg.allow_paths:
+        real = os.path.realpath(p)
+        if any(real == d or real.startswith(d + "/") for d in _PRIVATE_DIRS):
+            raise ConfigError(
+                f"sandbox.allow_paths: '{p}' is inside {real.split('/')[1] and '/' + real.split('/')[1]}, "
+                "which each execution gets a fresh private copy of",
+                "move the directory elsewhere (e.g. under your home or a data volume)",
+            )
     return Policy(
         memory_mb=cfg.memory_mb,
         cpu_s=cfg.cpu_s,
