@@ -256,10 +256,13 @@ def test_data_directory_answers_are_unreachable(sandbox, tmp_path: Path) -> None
         q.chmod(0o755 if q.is_dir() else 0o644)
     assert_contained(run(sandbox, attacks.read_file(data / "aime24.jsonl")), token)
     real = os.environ.get("TOOLRL_DATA_DIR")
-    if real and os.path.isdir(real):  # the benchmark files the project really uses
+    if real and os.access(real, os.R_OK | os.X_OK):  # the benchmark files the project really uses
         files = sorted(f for f in os.listdir(real) if f.endswith(".jsonl"))[:3]
         for name in files:
-            first = open(os.path.join(real, name)).readline().strip()
+            try:
+                first = open(os.path.join(real, name)).readline().strip()
+            except OSError:
+                continue  # not readable by this uid on the host either
             r = run(sandbox, attacks.read_file(os.path.join(real, name)))
             assert "LEAK" not in r.stdout and (not first or first[:40] not in r.stdout)
         r = run(sandbox, attacks.list_dir(real))

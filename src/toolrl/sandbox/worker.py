@@ -2,10 +2,13 @@
 isolated child per execution (or keeps one long-lived child per stateful session).
 
 Started by the parent as ``python -c 'from toolrl.sandbox.worker import main; main()' POLICY_JSON``; talks
-over its stdin/stdout with :mod:`toolrl.sandbox.protocol`. Set up once per worker: network, mount, UTS and
-IPC namespaces, hidden directories, a /proc that shows each uid only its own processes. Per execution: a new
-PID namespace (killing its first process kills every process the code started, double-forked ones
-included), setsid, rlimits, an unprivileged per-slot uid, a private working directory, an empty environment.
+over its stdin/stdout with :mod:`toolrl.sandbox.protocol`. Set up once per worker, the strongest the host
+allows: network, mount, UTS and IPC namespaces (as root, or inside an unprivileged user namespace) and the
+allowlist view of the filesystem (:mod:`toolrl.sandbox.view`); the seccomp filter is compiled here once.
+Per execution: a new PID namespace and a private mount namespace with its own /tmp and /proc, or, without
+namespaces, Landlock over a private directory; then setsid, rlimits, an unprivileged uid or no capabilities,
+no_new_privs and seccomp (:mod:`toolrl.sandbox.child`). The level reached is reported to the parent, which
+refuses to run below ``sandbox.isolation``.
 """
 
 from __future__ import annotations
