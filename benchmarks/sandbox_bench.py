@@ -117,14 +117,15 @@ def across_modes(quick: bool, as_json: bool) -> None:
         print(json.dumps(results, indent=2))
         return
     who = {"root": "root", "nocap": "root, no CAP_SYS_ADMIN", "nocap-docker": "root, no CAP_SYS_ADMIN, no userns",
-           "user": "unprivileged uid", "user-nons": "unprivileged uid, no namespaces"}
+           "user": "unprivileged uid", "user-maskedproc": "unprivileged uid, /proc masked",
+           "user-nons": "unprivileged uid, no namespaces"}
     print(f"{'mode':34} {'level':9} | {'print ms':>8} {'sympy ms':>8} {'fresh ms':>8} {'ratio':>6} | layer costs (median us)")
     for label, r in results.items():
         if "error" in r:
-            print(f"{who[label]:34} ERROR {r['error']!r}")
+            print(f"{who.get(label, label):34} ERROR {r['error']!r}")
             continue
         costs = ", ".join(f"{k} {v:.0f}" for k, v in r["print"]["lock_us"].items())
-        print(f"{who[label]:34} {r['level']:9} | {r['print']['median_ms']:8.1f} {r['sympy']['median_ms']:8.1f} "
+        print(f"{who.get(label, label):34} {r['level']:9} | {r['print']['median_ms']:8.1f} {r['sympy']['median_ms']:8.1f} "
               f"{r['naive_sympy_median_ms']:8.1f} {r['sympy_ratio']:6.1f} | {costs}")
     ok = all("error" not in r and r["sympy_ratio"] >= 20 for r in results.values())
     print(f"target sympy_median_ratio>=20 in every mode: {'PASS' if ok else 'FAIL'}")

@@ -76,6 +76,8 @@ def sandbox(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFac
     sb = cls(_config(), cwd=str(PROJECT))
     if EXPECT:
         assert sb.level == EXPECT, (sb.level, sb.protections)
+    if MODE == "user-maskedproc":  # no fresh procfs allowed: executions see an empty /proc, never the host's
+        assert sb.run("import os\nprint(os.listdir('/proc'))", timeout_s=10).stdout == "[]\n"
     sb.baseline = descendants(os.getpid())
     yield sb
     # after every attack: still serving, nothing left behind

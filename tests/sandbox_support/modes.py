@@ -19,6 +19,8 @@ MODES = {
     "nocap": ("capsh", True, "full"),  # root, CAP_SYS_ADMIN dropped: a user namespace maps a uid block
     "nocap-docker": ("capsh+no_userns", True, "contained"),  # ... and no user namespaces: seccomp + Landlock
     "user": ("setpriv", True, "full"),  # unprivileged uid: a user namespace maps only that uid
+    # ... with parts of /proc covered as Docker does: no fresh /proc may be mounted, executions get an empty one
+    "user-maskedproc": ("setpriv+maskproc", True, "full"),
     "user-nons": ("setpriv", False, "contained"),  # unprivileged, no namespaces at all
 }
 
@@ -58,7 +60,7 @@ def command(mode: str, argv: list[str], *, uid: int, workdir: Path, env: dict[st
         return ["capsh", "--drop=cap_sys_admin", "--", "-c", "exec " + shlex.join(inner)]
     # Unprivileged: a private mount namespace (made by root, before the uid drop) exposes only the needed
     # entries of directories the uid could not walk through; nothing on the host changes.
-    script = []
+    script = ["mount -t tmpfs -o size=4k toolrl-mask /proc/bus"] if "maskproc" in how else []
     for i, (d, names) in enumerate(blocked_dirs([sys.base_prefix, sys.prefix, str(HERE.parents[1])]).items()):
         cover = workdir / f"cover{i}"
         script.append(f"mkdir -p {cover} && mount -t tmpfs -o mode=755,size=1m toolrl-cover {cover}")
@@ -74,7 +76,7 @@ def command(mode: str, argv: list[str], *, uid: int, workdir: Path, env: dict[st
 
 def run(mode: str, argv: list[str], *, cwd: Path, timeout: float, extra_env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     """Run ``argv`` in ``mode``; a fresh work dir (HOME, temp files) is made for it and removed afterwards."""
-    uid = throwaway_uid() if MODES[mode][0] == "setpriv" else 0
+    uid = throwaway_uid() if MODES[mode][0].startswith("setpriv") else 0
     workdir = Path(tmp := os.path.realpath(os.environ.get("TMPDIR", "/tmp"))) / f"toolrl-mode-{mode}-{os.getpid()}"
     workdir.mkdir(mode=0o755)
     home = workdir / "home"

@@ -84,12 +84,12 @@ def lock_down(policy: Policy, lock: Lock, *, fds: dict[int, int]) -> None:
     top = max([2, *fds])
     os.closerange(top + 1, resource.getrlimit(resource.RLIMIT_NOFILE)[0])  # drop the worker's control channel
     t = time.perf_counter()
+    base = _vm_size_bytes()  # before /proc is replaced (it may end up empty)
     cwd = view.enter_private(policy, lock.uid, lock.own_pidns) if lock.view else lock.cwd
     os.chdir(cwd)
     t = _lap("private_mounts" if lock.view else "private_dir", t)
     os.umask(0o077)
 
-    base = _vm_size_bytes()
     limits = {
         resource.RLIMIT_AS: base + policy.memory_mb * _MB,
         resource.RLIMIT_CPU: policy.cpu_s,

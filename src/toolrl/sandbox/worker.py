@@ -198,6 +198,7 @@ def _become_pid1() -> None:
         os._exit(os.waitstatus_to_exitcode(status) & 0xFF if os.WIFEXITED(status) else 1)
     linux.prctl(linux.PR_SET_PDEATHSIG, signal.SIGKILL)
 
+
 def _warm(preload: list[str]) -> None:
     for name in preload:
         importlib.import_module(name)
@@ -264,7 +265,11 @@ class Worker:
                 fds = {1: pipes[0][1], 2: pipes[1][1], child.STATUS_FD: pipes[2][1]}
                 if code is None:
                     fds[child.REQUEST_FD] = pipes[3][0]
-                child.lock_down(self.policy, self._lock(uid, cwd, nproc), fds=fds)
+                try:
+                    child.lock_down(self.policy, self._lock(uid, cwd, nproc), fds=fds)
+                except BaseException as e:  # noqa: BLE001 - the sandbox's failure, never the code's
+                    child.write_status({"kind": "infra_error", "detail": f"sandbox lock-down failed: {e!r}"})
+                    os._exit(71)
                 child.run_once(code) if code is not None else child.serve_session()
             finally:
                 os._exit(70)
