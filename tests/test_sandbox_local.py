@@ -190,3 +190,26 @@ def test_allow_paths_are_readable_and_hide_paths_cover_inside_them() -> None:
             assert "[]" in r.stdout
     finally:
         shutil.rmtree(d, ignore_errors=True)
+
+
+def test_a_child_that_cannot_be_locked_down_is_an_infra_failure_retried() -> None:
+    import dataclasses
+
+    from toolrl.sandbox.workers import WorkerHandle
+
+    sb = LocalSandbox(SandboxConfig(pool_size=1, preload=[], retries=1))
+    try:
+        if sb.protections.get("view") != "ok":
+            pytest.skip("the broken policy below only breaks the per-execution /tmp of the mount view")
+        broken = WorkerHandle(dataclasses.replace(sb.policy, tmpfs_mb=-1))  # the kernel refuses that tmpfs
+        broken.start(60)
+        good = sb._workers[0]
+        sb._workers[0] = broken
+        r = sb.run("print('never')", timeout_s=5)
+        assert r.kind == ExecKind.INFRA and r.attempts == 2 and "lock-down failed" in (r.detail or ""), r
+        assert r.stdout == ""
+        sb._workers[0] = good
+        broken.stop()
+        assert sb.run("print('fine')", timeout_s=5).stdout == "fine\n"
+    finally:
+        sb.close()

@@ -20,6 +20,7 @@ from toolrl.sandbox.base import ExecResult
 from toolrl.sandbox.policy import Policy, pick_uid_base, policy_from_config, uid_block_size
 from toolrl.sandbox.results import infra, result_from_dict
 from toolrl.sandbox.workers import WorkerHandle, WorkerLost, WorkerRefused, kill_uids
+from toolrl.types import ExecKind
 
 _REPLY_MARGIN_S = 15.0  # how much longer than the code's own timeout a worker may take to answer
 _WARNED: set[str] = set()
@@ -206,7 +207,9 @@ class LocalSandbox:
                 reply = worker.request(msg, _timeout_for(timeout_s))
                 result = result_from_dict(reply)
                 result.attempts = attempts
-                return result
+                if result.kind != ExecKind.INFRA or attempts > self.cfg.retries:
+                    return result
+                last = result.detail or "infrastructure failure"  # e.g. the child could not be locked down
             except WorkerLost as e:
                 last = str(e)
                 self._replace(slot)
