@@ -99,6 +99,8 @@ def test_refusal_is_one_line_with_a_hint() -> None:
                        "protections": {"netns": "off: Operation not permitted", "seccomp": "ok"}})
     assert "'none'" in str(e) and "contained" in str(e) and "\n" not in str(e)
     assert "docs/sandbox.md" in (e.hint or "") and "isolation=none" in (e.hint or "")
+    e = refusal_error({"setup_error": "maps could not be written; set sandbox.namespaces=false to ..."})
+    assert "maps could not be written" in str(e) and "sandbox.namespaces=false" in (e.hint or "")
 
 
 def test_e2b_key_missing_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -35,6 +35,9 @@ _HOW_TO = {
 
 def refusal_error(report: dict[str, Any]) -> SandboxUnavailableError:
     prot = report.get("protections", {})
+    if report.get("setup_error"):
+        msg, _, hint = str(report["setup_error"]).partition("; ")
+        return SandboxUnavailableError(f"sandbox set-up failed: {msg}", hint or "see docs/sandbox.md")
     if report.get("error"):
         return SandboxUnavailableError(
             f"sandbox worker could not start: {report['error']}", "check sandbox.preload (modules to import)"

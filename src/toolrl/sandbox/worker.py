@@ -33,6 +33,10 @@ _SESSION_GRACE_S = 0.5
 _DU_EVERY_S = 0.05  # fallback mode: how often the private directory's size is checked  # after a session timeout: SIGINT, then this long before SIGKILL
 
 
+class _SetupBroken(RuntimeError):
+    """Set-up left the worker in a state where nothing is safe to run."""
+
+
 class _Setup:
     """What the worker got from the host: layer name -> "ok ..." or why not, plus how uids work."""
 
@@ -163,8 +167,9 @@ def _enter_userns(policy: Policy) -> str:
         os.close(go_w)
         os.close(done_r)
         os.waitpid(helper, 0)
-    if not ok:
-        raise OSError(1, "could not write the user namespace's uid/gid maps")
+    if not ok:  # inside a namespace with nobody's uid: no layer below could work, stop here
+        raise _SetupBroken("the user namespace was created but its uid/gid maps could not be written; "
+                           "set sandbox.namespaces=false to use seccomp and Landlock only")
     os.setresgid(0, 0, 0)
     os.setresuid(0, 0, 0)
     global _FORKED_INTO_PIDNS
@@ -645,7 +650,11 @@ def main() -> None:
     os.close(null)
     policy = Policy.from_json(sys.argv[1])
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C in the terminal is the parent's business
-    setup = _setup(policy)
+    try:
+        setup = _setup(policy)
+    except _SetupBroken as e:
+        protocol.send(cout, {"ready": False, "protections": {}, "level": "none", "setup_error": str(e)})
+        return
     level = level_of(setup.layers)
     info = {"protections": setup.layers, "level": level, "uid_mode": setup.uid_mode}
     if not meets(level, policy.isolation):
