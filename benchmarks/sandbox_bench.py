@@ -2,8 +2,14 @@
 
 Run: OMP_NUM_THREADS=1 python benchmarks/sandbox_bench.py [--quick] [--json]
 Prints executions/s and median/p99 latency for three snippets at concurrency 1 and 16, the ratios against
-the baseline measured in the same run, and a lost-request check at concurrency 64. Targets (issue 3):
-sympy median >= 20x lower than baseline, >= 150 exec/s for print(1), zero lost requests at concurrency 64.
+the baseline measured in the same run, and a lost-request check at concurrency 64. Targets: sympy median
+>= 20x lower than baseline, >= 150 exec/s for print(1), zero lost requests at concurrency 64.
+
+`--modes` (root only) measures every isolation mode instead: root (full), root without CAP_SYS_ADMIN (full
+through a user namespace; contained when user namespaces are blocked as by Docker's default profile), an
+unprivileged uid (full in a user namespace; contained without namespaces). Each mode's sympy ratio is against
+a fresh interpreter started in that same mode and run; the table also shows what each layer costs per
+execution (median microseconds inside the forked child).
 """
 
 from __future__ import annotations
@@ -48,14 +54,99 @@ def measure(fn: Callable[[str], tuple[bool, float]], code: str, n: int, concurre
     }
 
 
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+LAYER_KEYS = ("private_mounts", "private_dir", "rlimits", "uid_and_no_new_privs", "landlock", "seccomp")
+
+
+def inner(n: int, n_naive: int) -> dict:
+    """One mode, measured from inside it: sympy and print(1) at concurrency 1, layer costs, the baseline."""
+    from toolrl.config.schema import SandboxConfig
+    from toolrl.sandbox.local import LocalSandbox
+
+    ns = os.environ.get("TOOLRL_SANDBOX_NAMESPACES", "1") != "0"
+    t = time.perf_counter()
+    sb = LocalSandbox(SandboxConfig(pool_size=1, namespaces=ns, isolation="none"))
+    start_s = time.perf_counter() - t
+    worker = sb._workers[0]
+    assert worker is not None
+    out: dict = {"level": sb.level, "layers": sb.protections, "start_s": start_s}
+    try:
+        for name in ("print", "sympy"):
+            code = SNIPPETS[name]
+            lat, lock = [], {k: [] for k in LAYER_KEYS}
+            for _ in range(n + 2):
+                t0 = time.perf_counter()
+                reply = worker.request({"op": "run", "code": code, "timeout": 10.0, "uid": sb.uid_base}, 30)
+                lat.append(time.perf_counter() - t0)
+                assert reply["kind"] == "ok", reply
+                for k, v in (reply.get("lock_us") or {}).items():
+                    lock.setdefault(k, []).append(v)
+            lat = lat[2:]  # the first uses of a worker path
+            out[name] = {"median_ms": statistics.median(lat) * 1000,
+                         "lock_us": {k: statistics.median(v) for k, v in lock.items() if v}}
+        base = measure(naive, SNIPPETS["sympy"], n_naive, 1)
+        out["naive_sympy_median_ms"] = base["median_ms"]
+        out["sympy_ratio"] = base["median_ms"] / out["sympy"]["median_ms"]
+    finally:
+        sb.close()
+    return out
+
+
+def across_modes(quick: bool, as_json: bool) -> None:
+    sys.path.insert(0, os.path.join(ROOT, "tests"))
+    from pathlib import Path
+
+    from sandbox_support import modes
+
+    n, n_naive = (15, 4) if quick else (40, 8)
+    argv = [sys.executable, os.path.abspath(__file__), "--inner", str(n), str(n_naive)]
+    env = {"PYTHONPATH": os.path.join(ROOT, "src")}
+    results = {}
+    runs = [("root", None), *((m, m) for m in modes.MODES)]
+    for label, mode in runs:
+        if mode is None:
+            p = subprocess.run(argv, capture_output=True, text=True, timeout=900,
+                               env={**os.environ, **env, "TOOLRL_SANDBOX_NAMESPACES": "1"})
+        else:
+            p = modes.run(mode, argv, cwd=Path(ROOT), timeout=900, extra_env=env)
+        try:
+            results[label] = json.loads(p.stdout.strip().splitlines()[-1])
+        except (ValueError, IndexError):
+            results[label] = {"error": (p.stdout + p.stderr)[-800:]}
+    if as_json:
+        print(json.dumps(results, indent=2))
+        return
+    who = {"root": "root", "nocap": "root, no CAP_SYS_ADMIN", "nocap-docker": "root, no CAP_SYS_ADMIN, no userns",
+           "user": "unprivileged uid", "user-maskedproc": "unprivileged uid, /proc masked",
+           "user-nons": "unprivileged uid, no namespaces"}
+    print(f"{'mode':34} {'level':9} | {'print ms':>8} {'sympy ms':>8} {'fresh ms':>8} {'ratio':>6} | layer costs (median us)")
+    for label, r in results.items():
+        if "error" in r:
+            print(f"{who.get(label, label):34} ERROR {r['error']!r}")
+            continue
+        costs = ", ".join(f"{k} {v:.0f}" for k, v in r["print"]["lock_us"].items())
+        print(f"{who.get(label, label):34} {r['level']:9} | {r['print']['median_ms']:8.1f} {r['sympy']['median_ms']:8.1f} "
+              f"{r['naive_sympy_median_ms']:8.1f} {r['sympy_ratio']:6.1f} | {costs}")
+    ok = all("error" not in r and r["sympy_ratio"] >= 20 for r in results.values())
+    print(f"target sympy_median_ratio>=20 in every mode: {'PASS' if ok else 'FAIL'}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true", help="fewer executions")
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--pool-size", type=int, default=4)
+    ap.add_argument("--modes", action="store_true", help="measure every isolation mode (needs root)")
+    ap.add_argument("--inner", nargs=2, type=int, metavar=("N", "N_NAIVE"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     os.environ.setdefault("OMP_NUM_THREADS", "1")
-    sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "src"))
+    sys.path.insert(0, os.path.join(ROOT, "src"))
+    if args.inner:
+        print(json.dumps(inner(*args.inner)))
+        return
+    if args.modes:
+        across_modes(args.quick, args.json)
+        return
     from toolrl.config.schema import SandboxConfig
     from toolrl.sandbox.local import LocalSandbox
     from toolrl.types import ExecKind

@@ -10,6 +10,14 @@ want=$(cat pyproject.toml scripts/setup.sh | sha256sum | cut -c1-16)
 if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
   exit 0
 fi
+# The local sandbox: libseccomp (its seccomp filter); capsh and setpriv (the attack suite's other modes).
+missing=()
+ldconfig -p 2>/dev/null | grep -q 'libseccomp\.so\.2' || missing+=(libseccomp2)
+command -v capsh >/dev/null || missing+=(libcap2-bin)
+command -v setpriv >/dev/null || missing+=(util-linux)
+if [ ${#missing[@]} -gt 0 ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+  apt-get update -qq && apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
 [ -x "$VENV/bin/python" ] || "$PY" -m venv "$VENV"
 # The machine's extra local indexes make pip warn about every package it does not hold: hide that noise only.
 pip() { "$VENV/bin/python" -m pip --disable-pip-version-check -q "$@" 2> >(grep -v "is ignored: it is neither" >&2); }

@@ -33,5 +33,15 @@ def test_check_reports_active_protections() -> None:
     res = CliRunner().invoke(app, ["sandbox", "check", "--json", *FAST])
     data = json.loads(res.stdout)
     names = {c["name"]: c["active"] for c in data["checks"]}
-    assert names["network"] and names["unprivileged uid"] and names["pid namespace"] and names["project hidden"]
+    assert names["network"] and names["no privileges"] and names["project hidden"]
+    assert names["outside the allowlist"] and names["host unix sockets"] and names["data directory"]
+    assert data["level"] in ("full", "contained") and data["layers"]["seccomp"] == "ok"
+    if data["level"] == "full":
+        assert names["pid namespace"] and data["layers"]["view"] == "ok"
     assert res.exit_code == (0 if data["isolated"] else 1)
+
+
+def test_check_table_lists_layers_and_level() -> None:
+    res = CliRunner().invoke(app, ["sandbox", "check", *FAST])
+    for word in ("isolation layers", "seccomp", "landlock", "view", "level", "probes"):
+        assert word in res.stdout, res.stdout

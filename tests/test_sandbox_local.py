@@ -157,3 +157,59 @@ def test_infra_after_retries_when_workers_keep_dying(monkeypatch: pytest.MonkeyP
     finally:
         monkeypatch.undo()
         sb.close()
+
+
+def test_allow_paths_are_readable_and_hide_paths_cover_inside_them() -> None:
+    import shutil
+    import tempfile
+    from pathlib import Path
+
+    bases = [Path(__file__).resolve().parents[1], Path.home()]  # not /tmp: each execution has its own
+    base = next((b for b in bases if os.access(b, os.W_OK) and not str(b.resolve()).startswith("/tmp")), None)
+    if base is None:
+        pytest.skip("no writable directory outside /tmp to share with the sandbox")
+    d = Path(tempfile.mkdtemp(prefix=".toolrl-allow-", dir=base))
+    try:
+        (d / "shared.txt").write_text("visible")
+        (d / "private").mkdir()
+        (d / "private" / "key.txt").write_text("SECRET")
+        for q in (d, d / "private"):
+            q.chmod(0o755)
+        for q in (d / "shared.txt", d / "private" / "key.txt"):
+            q.chmod(0o644)
+        code = (f"import os\nprint(open({str(d / 'shared.txt')!r}).read())\n"
+                f"try:\n    print(os.listdir({str(d / 'private')!r}))\nexcept OSError as e:\n    print(type(e).__name__)\n"
+                f"try:\n    open({str(d / 'shared.txt')!r}, 'a')\nexcept OSError as e:\n    print('read-only', type(e).__name__)\n")
+        sb = LocalSandbox(SandboxConfig(pool_size=1, preload=[], allow_paths=[str(d)], hide_paths=[str(d / "private")]))
+        try:
+            r = sb.run(code, timeout_s=10)
+        finally:
+            sb.close()
+        assert r.stdout.startswith("visible\n") and "SECRET" not in r.stdout and "read-only" in r.stdout, r
+        if sb.protections.get("view") == "ok":  # the blocklist is an extra of the mount view
+            assert "[]" in r.stdout
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
+
+
+def test_a_child_that_cannot_be_locked_down_is_an_infra_failure_retried() -> None:
+    import dataclasses
+
+    from toolrl.sandbox.workers import WorkerHandle
+
+    sb = LocalSandbox(SandboxConfig(pool_size=1, preload=[], retries=1))
+    try:
+        if sb.protections.get("view") != "ok":
+            pytest.skip("the broken policy below only breaks the per-execution /tmp of the mount view")
+        broken = WorkerHandle(dataclasses.replace(sb.policy, tmpfs_mb=-1))  # the kernel refuses that tmpfs
+        broken.start(60)
+        good = sb._workers[0]
+        sb._workers[0] = broken
+        r = sb.run("print('never')", timeout_s=5)
+        assert r.kind == ExecKind.INFRA and r.attempts == 2 and "lock-down failed" in (r.detail or ""), r
+        assert r.stdout == ""
+        sb._workers[0] = good
+        broken.stop()
+        assert sb.run("print('fine')", timeout_s=5).stdout == "fine\n"
+    finally:
+        sb.close()

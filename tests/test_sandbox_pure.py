@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -12,7 +13,7 @@ from toolrl.errors import ConfigError, SandboxUnavailableError
 from toolrl.sandbox import build_sandbox, count_kinds
 from toolrl.sandbox.base import ExecResult
 from toolrl.sandbox.e2b import execution_to_result, resolve_api_key
-from toolrl.sandbox.policy import policy_from_config, python_paths
+from toolrl.sandbox.policy import level_of, meets, policy_from_config, resolve_isolation
 from toolrl.sandbox.results import Capture, last_line, result_from_dict, result_to_dict
 from toolrl.types import ExecKind
 
@@ -61,11 +62,45 @@ def test_jupyter_backend_explains_the_alternative() -> None:
     assert "stateful" in (e.value.hint or "")
 
 
-def test_policy_hides_working_directory_and_keeps_python(tmp_path) -> None:
+def test_allowlist_holds_python_and_system_but_not_the_project_or_data(tmp_path) -> None:  # noqa: ANN001
     p = policy_from_config(SandboxConfig(), cwd=str(tmp_path))
-    assert str(tmp_path.resolve()) in p.hide_paths
-    assert any(sys.base_prefix.startswith(e) or e.startswith(sys.base_prefix) for e in python_paths())
-    assert p.expose_paths == python_paths()
+    allowed = p.read_only
+    assert any(sys.base_prefix.startswith(e) for e in allowed) and any(sys.prefix.startswith(e) for e in allowed)
+    project = os.path.realpath(os.path.join(os.path.dirname(__file__), ".."))
+    for outside in (str(tmp_path), project, os.path.expanduser("~/.cache"), os.environ.get("TOOLRL_DATA_DIR", "/srv")):
+        real = os.path.realpath(outside)
+        assert not any(real == a or real.startswith(a.rstrip("/") + "/") for a in allowed), (outside, allowed)
+    assert not any(a in ("/", "/etc", "/home", "/root", "/tmp", "/work") for a in allowed)
+    here = os.path.dirname(os.path.abspath(__file__))
+    assert here in policy_from_config(SandboxConfig(allow_paths=[here])).read_only
+    with pytest.raises(ConfigError) as e:  # each execution's own /tmp would cover it
+        policy_from_config(SandboxConfig(allow_paths=[str(tmp_path)]))
+    assert "/tmp" in str(e.value) and e.value.hint
+
+
+def test_levels_from_layers_and_the_deprecated_alias(capsys: pytest.CaptureFixture[str]) -> None:
+    full = {"netns": "ok", "view": "ok", "pidns": "ok", "seccomp": "ok"}
+    assert level_of(full) == "full"
+    assert level_of({**full, "pidns": "off: x"}) == "contained"
+    assert level_of({"netns": "off", "view": "off", "seccomp": "ok", "landlock": "ok (ABI 7)"}) == "contained"
+    assert level_of({"netns": "off", "view": "off", "seccomp": "off", "landlock": "ok (ABI 7)"}) == "none"
+    assert level_of({"seccomp": "ok", "landlock": "off: old kernel"}) == "none"
+    assert meets("full", "contained") and meets("contained", "contained") and not meets("none", "contained")
+    assert SandboxConfig().isolation == "contained"  # the default refuses to run below contained
+    assert resolve_isolation(SandboxConfig(require_isolation=False)) == "none"
+    assert resolve_isolation(SandboxConfig(require_isolation=True)) == "contained"
+    assert "deprecated" in capsys.readouterr().err
+
+
+def test_refusal_is_one_line_with_a_hint() -> None:
+    from toolrl.sandbox.local import refusal_error
+
+    e = refusal_error({"level": "none", "required": "contained",
+                       "protections": {"netns": "off: Operation not permitted", "seccomp": "ok"}})
+    assert "'none'" in str(e) and "contained" in str(e) and "\n" not in str(e)
+    assert "docs/sandbox.md" in (e.hint or "") and "isolation=none" in (e.hint or "")
+    e = refusal_error({"setup_error": "maps could not be written; set sandbox.namespaces=false to ..."})
+    assert "maps could not be written" in str(e) and "sandbox.namespaces=false" in (e.hint or "")
 
 
 def test_e2b_key_missing_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -75,20 +75,33 @@ def register(app: typer.Typer) -> None:
         from rich.table import Table
 
         from toolrl.sandbox import build_sandbox
-        from toolrl.sandbox.probe import run_probe
+        from toolrl.sandbox.probe import LAYER_HELP, run_probe
 
         cfg = _config(config, overrides, backend)
         with err_console.status("probing the sandbox"):
             sandbox = build_sandbox(cfg)
             try:
                 checks = run_probe(sandbox)
+                info = dict(getattr(sandbox, "info", {}) or {})
             finally:
                 sandbox.close()
+        layers: dict[str, str] = info.get("protections", {})
+        level = info.get("level")
         if as_json:
-            print_json({"backend": cfg.sandbox.backend, "checks": [c.__dict__ for c in checks],
-                        "isolated": all(c.active for c in checks)})
+            print_json({"backend": cfg.sandbox.backend, "level": level, "layers": layers,
+                        "checks": [c.__dict__ for c in checks], "isolated": all(c.active for c in checks)})
             return
-        table = Table(title=f"sandbox protections ({cfg.sandbox.backend})")
+        if layers:
+            table = Table(title=f"isolation layers on this host: level [bold]{level}[/] "
+                                f"(required: sandbox.isolation={cfg.sandbox.isolation})")
+            table.add_column("layer")
+            table.add_column("state", overflow="fold")
+            table.add_column("what it gives", overflow="fold")
+            for name, state in layers.items():
+                style = "green" if state.startswith("ok") else "dim" if state.startswith("not needed") else "red"
+                table.add_row(name, f"[{style}]{state}[/]", LAYER_HELP.get(name, ""))
+            out_console.print(table)
+        table = Table(title=f"probes run inside the sandbox ({cfg.sandbox.backend})")
         table.add_column("protection")
         table.add_column("active")
         table.add_column("evidence", overflow="fold")

@@ -164,8 +164,20 @@ class SandboxConfig:
     )
     pool_size: int = _f(4, "Executions run at once; more requests queue (never dropped).")
     stateful: bool = _f(False, "Keep variables between the code calls of one trajectory, like a notebook.")
-    require_isolation: bool = _f(
-        True, "Refuse to run when a protection (network namespace, unprivileged user) is unavailable."
+    isolation: str = _f(
+        "contained",
+        "Lowest isolation the local sandbox may run with, else it refuses: full = namespaces (no network, "
+        "allowlist view of the filesystem, a PID namespace per execution); contained = no network and nothing "
+        "readable outside the allowlist, by whatever layers the host allows (namespaces, or seccomp + Landlock); "
+        "none = explicit opt-out. See docs/sandbox.md.",
+        ("full", "contained", "none"),
+    )
+    require_isolation: Optional[bool] = _f(
+        None, "Deprecated alias: true = isolation=contained, false = isolation=none (a warning says so)."
+    )
+    namespaces: bool = _f(
+        True, "Use Linux namespaces (as root, or in an unprivileged user namespace) when the host allows them; "
+        "false uses only the unprivileged layers (seccomp, Landlock, rlimits), as in a container that forbids them.",
     )
     memory_mb: int = _f(1024, "Address-space limit per execution.")
     cpu_s: int = _f(10, "CPU-seconds limit per execution.")
@@ -176,10 +188,12 @@ class SandboxConfig:
         ["math", "fractions", "itertools", "numpy", "sympy"], "Modules imported once by the pool workers."
     )
     retries: int = _f(2, "Retries of an infrastructure failure before it is recorded as such.")
+    allow_paths: list[str] = _f(
+        [], "Extra host paths the local sandbox may read (read-only), on top of the Python installation and "
+        "system libraries; everything else on the host stays invisible."
+    )
     hide_paths: list[str] = _f(
-        ["/root", "/home", "/tmp", "/var/tmp", "/dev/shm", "/run", "/mnt", "/media", "/srv"],
-        "Directories replaced by empty ones inside the local sandbox (the directory toolrl runs from is always "
-        "hidden too); the Python installation stays visible read-only.",
+        [], "Directories inside the allowlist to replace by empty ones (an extra: nothing outside it is visible)."
     )
     uid_base: Optional[int] = _f(
         None, "First unprivileged uid of the local sandbox's block (one per slot/session); empty = a random block."

@@ -16,11 +16,13 @@ import os
 import resource
 import signal
 import sys
+import time
 import traceback
+from dataclasses import dataclass
 from typing import Any
 
-from toolrl.sandbox import linux
-from toolrl.sandbox.policy import Policy
+from toolrl.sandbox import landlock, linux, view
+from toolrl.sandbox.policy import DEVICES, Policy
 
 STATUS_FD = 3
 REQUEST_FD = 4  # stateful sessions only: code arrives here
@@ -39,6 +41,7 @@ def _env(cwd: str) -> dict[str, str]:
         "PATH": f"{os.path.dirname(sys.executable)}:/usr/local/bin:/usr/bin:/bin",
         "HOME": cwd,
         "TMPDIR": cwd,
+        "USER": "sandbox",
         "LANG": "C.UTF-8",
         "PYTHONIOENCODING": "utf-8",
         "PYTHONDONTWRITEBYTECODE": "1",
@@ -49,8 +52,30 @@ def _env(cwd: str) -> dict[str, str]:
     }
 
 
-def lock_down(policy: Policy, *, uid: int | None, cwd: str, fds: dict[int, int]) -> None:
-    """Turn this freshly forked (root) process into the sandbox. ``fds`` maps target fd -> current fd."""
+@dataclass
+class Lock:
+    """How to lock one child down: decided by the worker from what the host allowed."""
+
+    uid: int | None  # switch to this uid (root, or a mapped block of a user namespace)
+    cwd: str
+    view: bool  # running inside the allowlist view: mount a private /tmp and /proc
+    own_pidns: bool
+    drop_caps: bool  # stays uid 0 of a user namespace: give up every capability instead
+    seccomp: bytes | None
+    landlock_abi: int  # > 0: no mount view, Landlock enforces the allowlist
+    nproc: int | None = None  # process limit when it must count the user's other processes too
+    keep_dac_read: bool = False  # the interpreter is not world-readable: keep CAP_DAC_READ_SEARCH (Landlock rules)
+
+
+LOCK_US: dict[str, float] = {}  # microseconds each layer took in this child (reported with the status)
+
+
+def lock_down(policy: Policy, lock: Lock, *, fds: dict[int, int]) -> None:
+    """Turn this freshly forked process into the sandbox. ``fds`` maps target fd -> current fd.
+
+    Order matters: mounts need privileges, so they come first; then the uid/capability drop, no_new_privs,
+    Landlock and finally seccomp (which forbids the calls the earlier steps make).
+    """
     os.setsid()
     null = os.open(os.devnull, os.O_RDONLY)
     os.dup2(null, 0)  # stdin: empty, input() raises EOFError
@@ -58,10 +83,13 @@ def lock_down(policy: Policy, *, uid: int | None, cwd: str, fds: dict[int, int])
         os.dup2(fd, target)
     top = max([2, *fds])
     os.closerange(top + 1, resource.getrlimit(resource.RLIMIT_NOFILE)[0])  # drop the worker's control channel
+    t = time.perf_counter()
+    base = _vm_size_bytes()  # before /proc is replaced (it may end up empty)
+    cwd = view.enter_private(policy, lock.uid, lock.own_pidns) if lock.view else lock.cwd
     os.chdir(cwd)
+    t = _lap("private_mounts" if lock.view else "private_dir", t)
     os.umask(0o077)
 
-    base = _vm_size_bytes()
     limits = {
         resource.RLIMIT_AS: base + policy.memory_mb * _MB,
         resource.RLIMIT_CPU: policy.cpu_s,
@@ -72,15 +100,29 @@ def lock_down(policy: Policy, *, uid: int | None, cwd: str, fds: dict[int, int])
     for res, soft in limits.items():
         hard = soft + 1 if res == resource.RLIMIT_CPU else soft  # SIGXCPU first, SIGKILL a second later
         resource.setrlimit(res, (soft, hard))
-    if uid is not None:
-        # root ignores RLIMIT_NPROC, so the process limit only bites after the uid drop; per-slot uids keep
-        # one execution's fork storm from eating another slot's budget.
-        resource.setrlimit(resource.RLIMIT_NPROC, (policy.max_processes, policy.max_processes))
+    # Root ignores RLIMIT_NPROC: it bites after the uid drop. Per-slot uids (or the user namespace of each
+    # worker) keep one execution's fork storm from eating another slot's budget.
+    nproc = lock.nproc if lock.nproc is not None else policy.max_processes
+    resource.setrlimit(resource.RLIMIT_NPROC, (nproc, nproc))
+    t = _lap("rlimits", t)
+    if lock.uid is not None and lock.keep_dac_read:
+        linux.switch_uid_keeping(lock.uid, linux.CAP_DAC_READ_SEARCH)
+    elif lock.uid is not None:
         os.setgroups([])
-        os.setresgid(uid, uid, uid)
-        os.setresuid(uid, uid, uid)
+        os.setresgid(lock.uid, lock.uid, lock.uid)
+        os.setresuid(lock.uid, lock.uid, lock.uid)
+    elif lock.drop_caps:
+        linux.drop_all_capabilities()
     linux.prctl(linux.PR_SET_NO_NEW_PRIVS, 1)  # setuid binaries cannot give privileges back
     linux.prctl(linux.PR_SET_PDEATHSIG, signal.SIGKILL)  # set after setuid: a uid change clears it
+    t = _lap("uid_and_no_new_privs", t)
+    if lock.landlock_abi:
+        landlock.restrict(policy.read_only + [d for d in DEVICES if d != "/dev/null"], [cwd, "/dev/null"],
+                          lock.landlock_abi)
+        t = _lap("landlock", t)
+    if lock.seccomp:
+        linux.load_seccomp(lock.seccomp)
+        t = _lap("seccomp", t)
 
     # the worker ignores Ctrl-C; code gets Python's usual KeyboardInterrupt (sessions are interrupted with it)
     signal.signal(signal.SIGINT, signal.default_int_handler)
@@ -99,6 +141,12 @@ def lock_down(policy: Policy, *, uid: int | None, cwd: str, fds: dict[int, int])
             sys.modules["numpy.random"].seed(int.from_bytes(os.urandom(4), "little"))  # int seeding: ~10 us
         except Exception:
             pass
+
+
+def _lap(name: str, since: float) -> float:
+    now = time.perf_counter()
+    LOCK_US[name] = (now - since) * 1e6
+    return now
 
 
 def _classify(exc: BaseException) -> tuple[str, str | None]:
@@ -175,6 +223,7 @@ def write_status(status: dict[str, Any]) -> None:
 def run_once(code: str) -> None:
     """Stateless: one program, then exit (the PID namespace takes every leftover process with it)."""
     status = execute(code, {"__name__": "__main__", "__builtins__": builtins, "__file__": "main.py"})
+    status["lock_us"] = LOCK_US
     write_status(status)
     os._exit(0)
 

@@ -20,39 +20,46 @@ from toolrl.sandbox.base import ExecResult
 from toolrl.sandbox.policy import Policy, pick_uid_base, policy_from_config, uid_block_size
 from toolrl.sandbox.results import infra, result_from_dict
 from toolrl.sandbox.workers import WorkerHandle, WorkerLost, WorkerRefused, kill_uids
+from toolrl.types import ExecKind
 
 _REPLY_MARGIN_S = 15.0  # how much longer than the code's own timeout a worker may take to answer
 _WARNED: set[str] = set()
 
-_HINTS = {
-    "netns": "the host refuses new network namespaces (needs root or CAP_SYS_ADMIN)",
-    "mountns": "the host refuses new mount namespaces: project files and /tmp stay readable",
-    "pidns": "the host refuses new PID namespaces: leftover processes are killed by uid instead",
-    "uid": "not running as root: code runs as your own user (files, processes and limits are not separated)",
+_HOW_TO = {
+    "full": "run as root, or allow unprivileged user namespaces (sysctl kernel.unprivileged_userns_clone=1, "
+            "user.max_user_namespaces > 0; in Docker: --security-opt seccomp=unconfined); see docs/sandbox.md",
+    "contained": "allow user namespaces (see docs/sandbox.md for Docker, Podman, Slurm, Kubernetes), or use a "
+                 "kernel with Landlock (>= 5.13) and libseccomp; sandbox.backend=e2b runs the code remotely",
 }
 
 
 def refusal_error(report: dict[str, Any]) -> SandboxUnavailableError:
     prot = report.get("protections", {})
+    if report.get("setup_error"):
+        msg, _, hint = str(report["setup_error"]).partition("; ")
+        return SandboxUnavailableError(f"sandbox set-up failed: {msg}", hint or "see docs/sandbox.md")
     if report.get("error"):
         return SandboxUnavailableError(
             f"sandbox worker could not start: {report['error']}", "check sandbox.preload (modules to import)"
         )
-    missing = ", ".join(f"{k} ({v})" for k, v in prot.items() if v != "ok")
+    missing = "; ".join(f"{k}: {v}" for k, v in prot.items() if not v.startswith(("ok", "not needed")))
+    want = report.get("required", "contained")
     return SandboxUnavailableError(
-        f"sandbox isolation unavailable on this host: {missing}",
-        "run as root (or in a container with CAP_SYS_ADMIN), use sandbox.backend=e2b, or accept weaker "
-        "isolation with sandbox.require_isolation=false",
+        f"sandbox isolation on this host is '{report.get('level', 'none')}', below sandbox.isolation={want} "
+        f"({missing})",
+        f"{_HOW_TO.get(want, '')}; or accept less with sandbox.isolation="
+        f"{'contained' if want == 'full' else 'none'}",
     )
 
 
-def warn_missing(protections: dict[str, str]) -> None:
-    """Say once, loudly, which protections this host does not give us."""
-    for name, state in protections.items():
-        if state != "ok" and name not in _WARNED:
-            _WARNED.add(name)
-            why = _HINTS.get(name, state)
-            sys.stderr.write(f"toolrl sandbox: WARNING: protection '{name}' is OFF: {why} ({state})\n")
+def warn_missing(info: dict[str, Any]) -> None:
+    """Say once, loudly, what this host does not give us (below full isolation)."""
+    level = info.get("level", "none")
+    if level == "full" or level in _WARNED:
+        return
+    _WARNED.add(level)
+    off = ", ".join(f"{k} ({v})" for k, v in info.get("protections", {}).items() if v.startswith("off"))
+    sys.stderr.write(f"toolrl sandbox: WARNING: isolation level '{level}' (not full); missing: {off}\n")
 
 
 def _timeout_for(timeout_s: float) -> float:
@@ -67,6 +74,7 @@ class LocalSandbox:
         self.policy: Policy = policy_from_config(cfg, cwd)
         self.pool_size = max(1, cfg.pool_size)
         self.uid_base = pick_uid_base(cfg.uid_base)
+        self.policy.uid_base = self.uid_base
         self.uids = range(self.uid_base, self.uid_base + uid_block_size())
         self._cond = threading.Condition()
         self._workers: list[WorkerHandle | None] = [None] * self.pool_size
@@ -76,6 +84,7 @@ class LocalSandbox:
         self._session_uids = list(range(self.uid_base + self.pool_size, self.uid_base + uid_block_size()))[::-1]
         self._closed = False
         self.protections: dict[str, str] = {}
+        self.info: dict[str, Any] = {}
         self.restarts = 0
         with ThreadPoolExecutor(self.pool_size) as ex:
             outcomes = list(ex.map(self._start_slot, range(self.pool_size)))
@@ -84,17 +93,22 @@ class LocalSandbox:
             self.close()
             e = errors[0]
             if isinstance(e, WorkerRefused):
-                raise refusal_error(e.report) from None
+                raise refusal_error({**e.report, "required": self.policy.isolation}) from None
             raise SandboxUnavailableError(
                 f"sandbox workers could not start: {e}", "set TOOLRL_SANDBOX_DEBUG=1 to see the workers' stderr"
             ) from None
-        warn_missing(self.protections)
+        warn_missing(self.info)
+
+    @property
+    def level(self) -> str:
+        return str(self.info.get("level", "none"))
 
     # -- pool --------------------------------------------------------------------------------------------
     def _start_slot(self, slot: int) -> BaseException | None:
         handle = WorkerHandle(self.policy)
         try:
             self.protections = handle.start(self.cfg.start_timeout_s)
+            self.info = handle.info
         except (WorkerRefused, WorkerLost, OSError) as e:
             return e
         with self._cond:
@@ -196,7 +210,9 @@ class LocalSandbox:
                 reply = worker.request(msg, _timeout_for(timeout_s))
                 result = result_from_dict(reply)
                 result.attempts = attempts
-                return result
+                if result.kind != ExecKind.INFRA or attempts > self.cfg.retries:
+                    return result
+                last = result.detail or "infrastructure failure"  # e.g. the child could not be locked down
             except WorkerLost as e:
                 last = str(e)
                 self._replace(slot)
@@ -251,19 +267,25 @@ class SubprocessSandbox:
         self.policy.preload = []
         self.policy.stateful = False
         self.uid_base = pick_uid_base(cfg.uid_base)
+        self.policy.uid_base = self.uid_base
         self.uids = range(self.uid_base, self.uid_base + uid_block_size())
         self._slots = list(range(max(1, cfg.pool_size)))
         self._cond = threading.Condition()
         probe = WorkerHandle(self.policy)  # fail now, not at the first rollout, if isolation is impossible
         try:
             self.protections = probe.start(cfg.start_timeout_s)
+            self.info = probe.info
         except WorkerRefused as e:
-            raise refusal_error(e.report) from None
+            raise refusal_error({**e.report, "required": self.policy.isolation}) from None
         except (WorkerLost, OSError) as e:
             raise SandboxUnavailableError(f"sandbox process could not start: {e}", "set TOOLRL_SANDBOX_DEBUG=1") from None
         finally:
             probe.stop()
-        warn_missing(self.protections)
+        warn_missing(self.info)
+
+    @property
+    def level(self) -> str:
+        return str(self.info.get("level", "none"))
 
     def run(self, code: str, *, timeout_s: float, session: str | None = None) -> ExecResult:
         start = time.monotonic()

@@ -53,6 +53,7 @@ class WorkerHandle:
         self.policy = policy
         self.proc: subprocess.Popen[bytes] | None = None
         self.protections: dict[str, str] = {}
+        self.info: dict[str, Any] = {}
 
     def start(self, timeout_s: float) -> dict[str, str]:
         self.proc = subprocess.Popen(
@@ -67,6 +68,7 @@ class WorkerHandle:
         )
         reply = self._recv(timeout_s, what="start")
         self.protections = reply.get("protections", {})
+        self.info = reply
         if not reply.get("ready"):
             self.kill()
             raise WorkerRefused(reply)
