@@ -8,11 +8,11 @@ under the sampling distribution, and no surprises from stop strings straddling t
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import Any, Sequence
 
 import torch
 
-from toolrl.rollout.engine import GenOutput, GenRequest, SamplingSpec
+from toolrl.rollout.engine import BatchedSteps, EngineCaps, GenOutput, GenRequest, SamplingSpec
 
 
 def sample_next(logits: torch.Tensor, spec: SamplingSpec, generator: torch.Generator | None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -42,13 +42,34 @@ def sample_next(logits: torch.Tensor, spec: SamplingSpec, generator: torch.Gener
 class HFEngine:
     """Generates with an in-memory causal LM; share the trainer's module to avoid any weight copy."""
 
+    name = "hf"
+    caps = EngineCaps(shares_policy_weights=True, needs_weight_sync=False, returns_logprobs=True)
+
     def __init__(self, model: Any, tokenizer: Any, eos_token_ids: set[int], batch_size: int = 32) -> None:
+        self._steps = BatchedSteps(self)
         self.model = model
         self.tokenizer = tokenizer
         self.eos_token_ids = set(eos_token_ids)
         self.batch_size = batch_size
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else min(self.eos_token_ids)
         self.last_stats: dict[str, float] = {}
+
+    # The step protocol (static batches for now).
+    @property
+    def tokens_generated(self) -> int:
+        return self._steps.tokens_generated
+
+    def submit(self, key: str, req: GenRequest, spec: SamplingSpec) -> None:
+        self._steps.submit(key, req, spec)
+
+    def step(self) -> list[tuple[str, GenOutput]]:
+        return self._steps.step()
+
+    def abort(self, keys: Sequence[str]) -> None:
+        self._steps.abort(keys)
+
+    def has_unfinished(self) -> bool:
+        return self._steps.has_unfinished()
 
     @property
     def device(self) -> torch.device:
