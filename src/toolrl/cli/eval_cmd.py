@@ -76,7 +76,9 @@ def eval_command(
     overrides: OverridesArg = None,
 ) -> None:
     """Evaluate a model with code execution: greedy pass@1 by default, avg@k / pass@k / maj@k with --n k."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+    from rich.progress import Progress
+
+    from toolrl.cli.rollout_bar import RolloutBar, rollout_columns
 
     from toolrl.config.loader import config_to_dict, load_config, save_config
     from toolrl.eval import evaluate, load_problems
@@ -89,7 +91,7 @@ def eval_command(
     problems = load_problems(bench_name, cfg, limit=cfg.eval.limit)  # fail on data before loading a model
     k = cfg.eval.n
 
-    from toolrl.rollout import build_engine, sampling_from_config
+    from toolrl.rollout import build_engine, choose_backend, sampling_from_config
     from toolrl.sandbox import build_sandbox
 
     if k == 1:  # ToRL's protocol: greedy decoding, pass@1
@@ -101,30 +103,30 @@ def eval_command(
 
     run_dir = new_run_dir("eval", out if out is not None else cfg.run.dir, cfg.run.name)
     save_config(cfg, run_dir / "config.yaml")
-    with err_console.status("loading model and sandbox ..."):
-        engine = build_engine(cfg)
+    with err_console.status("choosing the rollout engine ..."):
+        choice = choose_backend(cfg, "generate")
+    info(f"[dim]{choice.header()}[/]")
+    with err_console.status(f"loading model ({choice.name}) and sandbox ..."):
+        engine = build_engine(cfg, choice=choice)
         sandbox = build_sandbox(cfg)
 
     lock = threading.Lock()
     seen: dict[str, int] = {}
     tally = {"correct": 0, "done": 0, "problems": 0}
-    columns = [SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-               TextColumn("samples"), TimeElapsedColumn(), TimeRemainingColumn()]
     try:
-        with Progress(*columns, console=err_console, transient=False) as bar:
-            task = bar.add_task(bench_name, total=len(problems) * k)
+        with Progress(*rollout_columns(), console=err_console, transient=False) as bar:
 
-            def on_done(traj: Any) -> None:
+            def describe(traj: Any) -> str:
                 with lock:
                     tally["done"] += 1
                     tally["correct"] += bool(traj.correct)
                     seen[traj.problem.id] = seen.get(traj.problem.id, 0) + 1
                     tally["problems"] += seen[traj.problem.id] == k
-                    desc = (f"{bench_name} · problems {tally['problems']}/{len(problems)} · "
+                    return (f"{bench_name} · problems {tally['problems']}/{len(problems)} · "
                             f"acc {tally['correct'] / tally['done']:.1%}")
-                bar.update(task, advance=1, description=desc)
 
-            result = evaluate(problems, cfg=cfg, engine=engine, sandbox=sandbox, n=k, sampling=sampling, progress=on_done)
+            events = RolloutBar.add(bar, bench_name, len(problems) * k, cfg.rollout.max_new_tokens, describe)
+            result = evaluate(problems, cfg=cfg, engine=engine, sandbox=sandbox, n=k, sampling=sampling, progress=events)
     finally:
         for closable in (engine, sandbox):
             try:
@@ -140,6 +142,7 @@ def eval_command(
         "sampling": {"temperature": sampling.temperature, "top_p": sampling.top_p, "top_k": sampling.top_k,
                      "seed": sampling.seed},
         "tool": {"format": cfg.tool.format, "max_calls": cfg.tool.max_calls, "sandbox": cfg.sandbox.backend},
+        "engine": {"name": choice.name, "reason": choice.reason},
         "metrics": result.metrics,
         "run_dir": str(run_dir),
         "config": config_to_dict(cfg),

@@ -16,6 +16,7 @@ An engine that can only generate whole batches (``BatchEngine.generate``) fits t
 
 from __future__ import annotations
 
+import zlib
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol, Sequence, runtime_checkable
 
@@ -143,6 +144,20 @@ class BatchedSteps:
         close = getattr(self.inner, "close", None)
         if callable(close):
             close()
+
+
+def request_seed(seed: int | None, request_id: str, prompt_len: int) -> int | None:
+    """A per-request seed: reproducible, independent of the batch, yet different for the n samples of one prompt
+    (distinct request ids) and for each turn of a trajectory (its context grows).
+
+    >>> request_seed(None, "p#0", 10) is None
+    True
+    >>> request_seed(0, "p#0", 10) == request_seed(0, "p#0", 10) != request_seed(0, "p#1", 10)
+    True
+    """
+    if seed is None:
+        return None
+    return zlib.crc32(f"{seed}:{request_id}:{prompt_len}".encode()) & 0x7FFFFFFF
 
 
 def generate(engine: Engine, requests: Sequence[GenRequest], sampling: SamplingSpec) -> list[GenOutput]:

