@@ -12,8 +12,6 @@ from typing import Any, Callable
 
 from toolrl.rollout.progress import RolloutMeter
 
-REFRESH_S = 0.5  # token events arrive every engine step; redraw the rates at most this often
-
 
 def rollout_columns() -> list[Any]:
     from rich.progress import BarColumn, SpinnerColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
@@ -31,8 +29,7 @@ class RolloutBar:
         self.progress, self.task, self.describe = progress, task, describe
         self.lock = threading.Lock()
         self.meter = RolloutMeter(trajectories, budget)
-        self._drawn = -1.0
-        self._draw(force=True)
+        self._draw()
 
     @classmethod
     def add(cls, progress: Any, description: str, trajectories: int, budget: int,
@@ -44,7 +41,7 @@ class RolloutBar:
     def reset(self, trajectories: int, budget: int) -> None:
         with self.lock:
             self.meter = RolloutMeter(trajectories, budget)
-        self._draw(force=True)
+        self._draw()
 
     def on_tokens(self, n: int) -> None:
         with self.lock:
@@ -62,15 +59,12 @@ class RolloutBar:
         desc = self.describe(traj) if self.describe is not None else None
         if desc is not None:
             self.progress.update(self.task, description=desc)
-        self._draw(force=True)
+        self._draw()
 
-    def _draw(self, force: bool = False) -> None:
+    def _draw(self) -> None:
+        # Only sets the task's fields (cheap); Rich's own refresh thread renders them.
         with self.lock:
             m = self.meter
-            now = m.elapsed()
-            if not force and now - self._drawn < REFRESH_S:
-                return
-            self._drawn = now
             fields = dict(total=m.total, completed=m.work, samples=f"{m.done}/{m.trajectories} samples",
                           rates=f"{m.tokens_per_s():.1f} tok/s · {m.calls_per_s():.2f} calls/s")
         self.progress.update(self.task, **fields)
