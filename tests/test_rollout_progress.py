@@ -155,3 +155,23 @@ def test_the_cli_bar_moves_and_shows_rates_before_any_sample_is_done(tokenizer) 
         task = progress.tasks[0]
         assert task.completed == task.total  # every trajectory done: the bar is full
         assert "tok/s" in task.fields["rates"] and spy.meter.tokens_per_s() > 0
+
+
+def test_the_train_live_view_moves_with_tokens_within_a_step() -> None:
+    from toolrl.cli.train_cmd import LiveView
+    from toolrl.types import Trajectory
+
+    view = LiveView(per_step=2, budget=10)
+    with view:
+        view.start(1, 3)
+        roll = view.progress.tasks[view.roll_task]
+        view.on_tokens(4)
+        view.on_call()
+        assert roll.completed == 4 and view.roll.meter.calls == 1 and roll.fields["samples"] == "0/2 samples"
+        traj = Trajectory(problem=PROBLEMS[0], sample_index=0, prompt_text="", prompt_ids=[1])
+        traj.correct = True
+        view.on_trajectory(traj)  # no response tokens: its whole budget counts as done
+        assert roll.completed == 14 and roll.fields["samples"] == "1/2 samples" and "100%" in roll.description
+        view.step(1, {"reward/mean": 1.0, "time/step_s": 3.0})
+        assert roll.completed == 0 and roll.fields["samples"] == "0/2 samples"  # the next step starts afresh
+        assert view.progress.tasks[view.steps_task].fields["samples"] == "1/3 steps"

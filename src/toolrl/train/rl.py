@@ -1,7 +1,8 @@
 """One RL step: sample problems, roll out with the tool, score, drop infra failures, update the policy.
 
 An engine with ``caps.shares_policy_weights`` (hf) generates with the live policy module (no weight copy); one with
-``caps.needs_weight_sync`` (vllm) gets the new weights through ``sync_weights`` after each update. Groups (the samples of one problem) always live on one rank.
+``caps.needs_weight_sync`` (vllm) gets the new weights through ``sync_weights`` after each update. Groups (the
+samples of one problem) always live on one rank.
 """
 
 from __future__ import annotations
@@ -103,8 +104,7 @@ class RLStep:
     def rollout(self, problems: list[Any], progress: "RolloutEvents | Callable[[Trajectory], None] | None" = None
                 ) -> list[Trajectory]:
         from toolrl.reward import score
-        from toolrl.rollout import sampling_from_config
-        from toolrl.rollout import run_rollouts
+        from toolrl.rollout import run_rollouts, sampling_from_config
         from toolrl.rollout.progress import before_trajectory
 
         def on_done(t: Trajectory) -> None:
