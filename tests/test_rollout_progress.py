@@ -175,3 +175,17 @@ def test_the_train_live_view_moves_with_tokens_within_a_step() -> None:
         view.step(1, {"reward/mean": 1.0, "time/step_s": 3.0})
         assert roll.completed == 0 and roll.fields["samples"] == "0/2 samples"  # the next step starts afresh
         assert view.progress.tasks[view.steps_task].fields["samples"] == "1/3 steps"
+
+
+def test_the_train_live_view_keeps_the_engine_header_on_screen(monkeypatch) -> None:
+    from rich.console import Console
+
+    import toolrl.cli.train_cmd as train_cmd
+
+    out = io.StringIO()
+    monkeypatch.setattr(train_cmd, "err_console", Console(file=out, width=200))
+    view = train_cmd.LiveView(per_step=2, budget=10)
+    with view:
+        view.header("rollout engine: hf (auto, training on CPU: ...)")
+        view.phase("building engines")  # later phases replace the bar's text, not the header line
+    assert "rollout engine: hf (auto, training on CPU: ...)" in out.getvalue()

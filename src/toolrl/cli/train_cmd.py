@@ -54,6 +54,9 @@ class LiveView:
     def phase(self, text: str) -> None:
         self.progress.update(self.roll_task, description=f"[dim]{text}[/]")
 
+    def header(self, text: str) -> None:
+        self.progress.console.print(f"[dim]{text}[/]")
+
     def start(self, first_step: int, total_steps: int) -> None:
         self.total_steps = total_steps
         self.steps_task = self.progress.add_task("steps", total=total_steps, completed=first_step - 1,
@@ -109,6 +112,8 @@ class _Quiet:
     """Hooks for ranks other than 0."""
 
     def phase(self, text: str) -> None: ...
+
+    def header(self, text: str) -> None: ...
 
     def start(self, first_step: int, total_steps: int) -> None: ...
 

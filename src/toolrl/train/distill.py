@@ -34,7 +34,7 @@ def distill(cfg: RootConfig, run_dir: Path, *, model_path: str, tokenizer: Any, 
     target = cfg.sft.max_examples or 256
     stream = ProblemStream(load_train_problems(cfg), seed=cfg.data.shuffle_seed)
     choice = choose_backend(cfg, "generate")
-    hooks.phase(choice.header())
+    hooks.header(choice.header())
     model = None
     if choice.name == "hf":  # loaded here, on the run's device; vLLM loads cfg.model itself
         model = load_model(model_path, resolve_dtype(cfg.model.dtype, device), device, cfg.model.trust_remote_code)

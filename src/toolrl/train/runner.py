@@ -29,6 +29,10 @@ class Hooks:
 
     def phase(self, text: str) -> None: ...
 
+    def header(self, text: str) -> None:
+        """A line worth keeping on screen (e.g. which rollout engine was chosen and why)."""
+        self.phase(text)
+
     def start(self, first_step: int, total_steps: int) -> None: ...
 
     def trajectory(self, traj: Trajectory) -> None: ...
@@ -232,7 +236,7 @@ class Run:
         rollout_cfg.model.path = policy_path
         # Engines that share the policy's weights generate with the live module; the others load policy_path.
         engine = build_engine(rollout_cfg, model=policy.module, tokenizer=tokenizer, purpose="train")
-        self.hooks.phase(engine.choice.header())
+        self.hooks.header(engine.choice.header())
         stream = ProblemStream(load_train_problems(cfg), seed=cfg.data.shuffle_seed)
         stepper = RLStep(cfg, strategy=self.strategy, policy=policy, tokenizer=tokenizer, rollout_engine=engine,
                          sandbox=sandbox, stream=stream, critic=critic, ref=ref)
