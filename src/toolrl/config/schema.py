@@ -101,8 +101,8 @@ class VLLMConfig:
 class RolloutConfig:
     backend: str = _f(
         "auto",
-        "Generation engine: auto = vLLM where it is installed and supports the model and device (for evaluation; "
-        "training on CPU uses hf), else hf; hf = transformers with continuous batching; vllm = vLLM.",
+        "Generation engine: auto = vLLM where it is installed and supports the model and device, else hf "
+        "(the run header says which and why); hf = transformers with continuous batching; vllm = vLLM.",
         ("auto", "hf", "vllm"),
     )
     hf_mode: str = _f(
