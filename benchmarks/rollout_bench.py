@@ -1,19 +1,21 @@
-"""Multi-turn tool rollouts three ways, measured in the same run: sequential, batched hf, asynchronous vLLM.
+"""Multi-turn tool rollouts with sampling, measured in the same run: the older batched hf loop, the hf engine with
+continuous batching, and (optionally) vLLM.
 
-One batch of trajectories (default 16 problems x 2 samples = 32, C=2, the embedded SmolLM2-135M-Instruct in
-float32, sampling at temperature 1) with the real local sandbox, where every code call also sleeps ``--code-s``
-(0.2 s) inside the sandbox, standing in for slower code.
+One batch of trajectories (default 4 problems x 4 samples = 16, C=2, the embedded SmolLM2-135M-Instruct in float32,
+sampling at temperature 1) with the real local sandbox, where every code call also sleeps ``--code-s`` (0.2 s)
+inside the sandbox, standing in for slower code.
 
-- sequential: one trajectory at a time through the hf engine (the naive baseline; ``--seq-limit`` of them, since
-  its rate does not depend on how many are run);
-- hf batched: ``run_rollouts`` with the hf engine (generate the whole batch, then run that turn's calls);
-- vllm async: ``run_rollouts`` with the vllm engine (asynchronous scheduler).
+- hf_static: the older synchronous loop, reproduced here as the baseline: every turn the whole batch generates until
+  its longest row is done, then that turn's calls run;
+- hf_continuous: ``toolrl.rollout.run_rollouts`` with the hf engine (``rollout.hf_mode=continuous``): finished rows
+  leave the batch, waiting ones join, and code runs while the others decode;
+- vllm: ``run_rollouts`` with the vllm engine (``--with-vllm``).
 
-Reported per method: generated model tokens/s, wall time, sandbox time and the share of it hidden behind
-generation (a call's time during which the engine was generating), and the throughput ratio against hf batched.
-Model load and engine start are outside the timed region (they happen once per training run).
+Reported per method (medians over ``--repeats``): generated model tokens, wall time, tokens/s, sandbox time and the
+share of it hidden behind generation, and the wall-time and throughput ratios against hf_static. Model load and
+engine start are outside the timed region.
 
-    OMP_NUM_THREADS=1 python benchmarks/rollout_bench.py [--problems 16 --n 2 --repeats 1 --json]
+    OMP_NUM_THREADS=1 python benchmarks/rollout_bench.py [--problems 4 --n 4 --repeats 1 --with-vllm --json]
 """
 
 from __future__ import annotations
@@ -31,10 +33,12 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 from toolrl.config.schema import RootConfig  # noqa: E402
-from toolrl.rollout.async_runner import hidden_share  # noqa: E402
+from toolrl.rollout import run_rollouts  # noqa: E402
+from toolrl.rollout.agent import TrajectoryState  # noqa: E402
+from toolrl.rollout.async_runner import RolloutStats, hidden_share  # noqa: E402
 from toolrl.rollout.engine import SamplingSpec  # noqa: E402
-from toolrl.rollout.loop import run_rollouts  # noqa: E402
-from toolrl.types import Problem  # noqa: E402
+from toolrl.rollout.loop import make_states, safe_run  # noqa: E402
+from toolrl.types import Problem, Trajectory  # noqa: E402
 
 
 class SlowCodeSandbox:
@@ -61,23 +65,31 @@ class SlowCodeSandbox:
         self.inner.close()
 
 
-class TimedEngine:
-    """Records the wall interval of every generate call of a batched engine."""
+def static_loop(problems: list[Problem], engine: Any, sandbox: Any, cfg: RootConfig, sampling: SamplingSpec, n: int,
+                intervals: list[tuple[float, float]]) -> list[Trajectory]:
+    """The synchronous loop the hf engine used to run: each turn, the whole batch generates (every row waits for the
+    longest), then every pending call runs at once."""
+    from concurrent.futures import ThreadPoolExecutor
 
-    def __init__(self, inner: Any) -> None:
-        self.inner = inner
-        self.tokenizer, self.eos_token_ids = inner.tokenizer, inner.eos_token_ids
-        self.intervals: list[tuple[float, float]] = []
+    from toolrl.rollout.engine import generate
 
-    def generate(self, requests: list, sampling: SamplingSpec) -> list:
-        t0 = time.perf_counter()
-        try:
-            return self.inner.generate(requests, sampling)
-        finally:
-            self.intervals.append((t0, time.perf_counter()))
-
-    def close(self) -> None:
-        pass
+    states = make_states(problems, cfg, engine, n)
+    with ThreadPoolExecutor(max_workers=cfg.sandbox.pool_size) as pool:
+        active: list[TrajectoryState] = list(states)
+        while active:
+            live = [(s, r) for s in active if (r := s.next_request()) is not None]
+            if not live:
+                break
+            t0 = time.perf_counter()
+            outs = generate(engine, [r for _, r in live], sampling)
+            intervals.append((t0, time.perf_counter()))
+            calls = [(s, code) for (s, _), out in zip(live, outs)
+                     if (code := s.on_generated(out, gen_time_s=intervals[-1][1] - t0)) is not None]
+            futures = [(s, pool.submit(safe_run, sandbox, code, cfg.tool.timeout_s, s.session_id)) for s, code in calls]
+            for s, fut in futures:
+                s.on_executed(fut.result())
+            active = [s for s, _ in live if not s.done]
+    return [s.traj for s in states]
 
 
 def problems(k: int) -> list[Problem]:
@@ -109,24 +121,22 @@ def measure(name: str, fn: Any, sandbox: SlowCodeSandbox, gen_intervals: Any) ->
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--problems", type=int, default=16)
-    ap.add_argument("--n", type=int, default=2, help="samples per problem")
+    ap.add_argument("--problems", type=int, default=4)
+    ap.add_argument("--n", type=int, default=4, help="samples per problem")
     ap.add_argument("--max-calls", type=int, default=2)
-    ap.add_argument("--max-new-tokens", type=int, default=256)
+    ap.add_argument("--max-new-tokens", type=int, default=192)
     ap.add_argument("--code-s", type=float, default=0.2, help="extra seconds every code call sleeps")
-    ap.add_argument("--seq-limit", type=int, default=8, help="trajectories run by the sequential baseline")
+    ap.add_argument("--admit-every", type=int, default=8, help="rollout.hf_admit_every for hf_continuous")
     ap.add_argument("--repeats", type=int, default=1, help="runs per method; medians are reported")
-    ap.add_argument("--vllm-dtypes", default="float32",
-                    help="comma list; float32 is what model.dtype=auto picks on CPU, bfloat16 is faster there")
-    ap.add_argument("--skip", default="", help="comma list of methods to skip: seq,hf,vllm")
+    ap.add_argument("--with-vllm", action="store_true", help="also measure the vllm engine")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
-    skip = set(filter(None, args.skip.split(",")))
 
     cfg = RootConfig()
     cfg.tool.max_calls = args.max_calls
     cfg.rollout.max_new_tokens = args.max_new_tokens
     cfg.rollout.batch_size = args.problems * args.n
+    cfg.rollout.hf_admit_every = args.admit_every
     cfg.rollout.vllm.max_model_len = 2048
     cfg.sandbox.pool_size = 4
     sampling = SamplingSpec(temperature=1.0, top_p=1.0, seed=0)
@@ -139,53 +149,43 @@ def main() -> None:
     results: dict[str, list[dict[str, float]]] = {}
     log = lambda msg: print(msg, file=sys.stderr, flush=True)  # noqa: E731
 
-    if not {"seq", "hf"} <= skip:
-        from toolrl.rollout.hf_engine import build_hf_engine
+    from toolrl.rollout.hf_engine import HFEngine, build_hf_engine
 
-        cfg.rollout.backend = "hf"
-        hf = TimedEngine(build_hf_engine(cfg))
-        hf.generate([], sampling)
-        for r in range(args.repeats):
-            if "seq" not in skip:
-                seq_probs = probs[: max(1, args.seq_limit // args.n)]
+    cfg.rollout.backend = "hf"
+    cont = build_hf_engine(cfg)
+    static = HFEngine(cont.model, cont.tokenizer, cont.eos_token_ids, batch_size=cfg.rollout.batch_size, mode="static")
+    for r in range(args.repeats):  # alternate the methods so load from other jobs hits both alike
+        for name in ("hf_static", "hf_continuous"):
+            spec = SamplingSpec(sampling.temperature, sampling.top_p, 0, seed=r)
+            if name == "hf_static":
+                gen: list[tuple[float, float]] = []
+                run = lambda: static_loop(probs, static, sandbox, cfg, spec, args.n, gen)  # noqa: E731
+                res = measure(name, run, sandbox, lambda: gen)
+            else:
+                stats = RolloutStats()
+                run = lambda: run_rollouts(probs, engine=cont, sandbox=sandbox, cfg=cfg, sampling=spec, n=args.n,  # noqa: E731
+                                           stats=stats)
+                res = measure(name, run, sandbox, lambda: stats.gen_intervals)
+            results.setdefault(name, []).append(res)
+            log(f"{name} run {r}: {res}")
+    cont.close()
 
-                def sequential() -> list:
-                    out = []
-                    for p in seq_probs:
-                        for i in range(args.n):
-                            t = run_rollouts([p], engine=hf, sandbox=sandbox, cfg=cfg,
-                                             sampling=SamplingSpec(1.0, 1.0, 0, seed=i), n=1)
-                            out.extend(t)
-                    return out
-
-                hf.intervals.clear()
-                results.setdefault("sequential", []).append(measure("sequential", sequential, sandbox, lambda: hf.intervals))
-                log(f"sequential  run {r}: {results['sequential'][-1]}")
-            if "hf" not in skip:
-                hf.intervals.clear()
-                batched = lambda: run_rollouts(probs, engine=hf, sandbox=sandbox, cfg=cfg, sampling=sampling, n=args.n)  # noqa: E731
-                results.setdefault("hf_batched", []).append(measure("hf_batched", batched, sandbox, lambda: hf.intervals))
-                log(f"hf batched  run {r}: {results['hf_batched'][-1]}")
-        hf.inner.close()
-        del hf
-
-    if "vllm" not in skip:
+    if args.with_vllm:
         from toolrl.rollout.vllm_engine import build_vllm_engine
 
         cfg.rollout.backend = "vllm"
-        for dtype in args.vllm_dtypes.split(","):
-            name = "vllm_async" if dtype == "float32" else f"vllm_async_{dtype}"
-            cfg.model.dtype = dtype
-            t0 = time.perf_counter()
-            vllm = build_vllm_engine(cfg)
-            log(f"vllm engine start ({dtype}): {time.perf_counter() - t0:.1f} s")
-            vllm.generate([], sampling)
-            for r in range(args.repeats):
-                run = lambda: run_rollouts(probs, engine=vllm, sandbox=sandbox, cfg=cfg, sampling=sampling, n=args.n)  # noqa: E731
-                res = measure(name, run, sandbox, lambda: vllm.last_rollout_stats.gen_intervals)
-                results.setdefault(name, []).append(res)
-                log(f"{name} run {r}: {res}")
-            vllm.close()
+        t0 = time.perf_counter()
+        vllm = build_vllm_engine(cfg)
+        log(f"vllm engine start: {time.perf_counter() - t0:.1f} s")
+        for r in range(args.repeats):
+            stats = RolloutStats()
+            spec = SamplingSpec(sampling.temperature, sampling.top_p, 0, seed=r)
+            run = lambda: run_rollouts(probs, engine=vllm, sandbox=sandbox, cfg=cfg, sampling=spec, n=args.n,  # noqa: E731
+                                       stats=stats)
+            res = measure("vllm", run, sandbox, lambda: stats.gen_intervals)
+            results.setdefault("vllm", []).append(res)
+            log(f"vllm run {r}: {res}")
+        vllm.close()
     sandbox.close()
 
     table = []
@@ -194,18 +194,19 @@ def main() -> None:
         for key in ("trajectories", "calls", "tokens", "wall_s", "tokens_per_s", "sandbox_s", "sandbox_hidden_share"):
             row[key] = statistics.median(r[key] for r in runs)
         table.append(row)
-    base = next((r["tokens_per_s"] for r in table if r["method"] == "hf_batched"), None)
+    base = next(r for r in table if r["method"] == "hf_static")
     for row in table:
-        row["throughput_vs_hf_batched"] = row["tokens_per_s"] / base if base else None
+        row["throughput_vs_hf_static"] = row["tokens_per_s"] / base["tokens_per_s"]
+        row["wall_speedup_vs_hf_static"] = base["wall_s"] / row["wall_s"]
     if args.json:
         print(json.dumps(table, indent=2))
         return
-    print(f"{'method':<20} {'traj':>5} {'calls':>6} {'tokens':>7} {'wall s':>8} {'tok/s':>8} {'sandbox s':>10} "
-          f"{'hidden':>7} {'vs hf':>7}")
+    print(f"{'method':<15} {'traj':>5} {'calls':>6} {'tokens':>7} {'wall s':>8} {'tok/s':>8} {'sandbox s':>10} "
+          f"{'hidden':>7} {'tok/s vs static':>16} {'wall vs static':>15}")
     for r in table:
-        ratio = f"{r['throughput_vs_hf_batched']:.2f}x" if r["throughput_vs_hf_batched"] else "-"
-        print(f"{r['method']:<20} {r['trajectories']:>5.0f} {r['calls']:>6.0f} {r['tokens']:>7.0f} {r['wall_s']:>8.1f} "
-              f"{r['tokens_per_s']:>8.1f} {r['sandbox_s']:>10.2f} {100 * r['sandbox_hidden_share']:>6.0f}% {ratio:>7}")
+        print(f"{r['method']:<15} {r['trajectories']:>5.0f} {r['calls']:>6.0f} {r['tokens']:>7.0f} {r['wall_s']:>8.1f} "
+              f"{r['tokens_per_s']:>8.1f} {r['sandbox_s']:>10.2f} {100 * r['sandbox_hidden_share']:>6.0f}% "
+              f"{r['throughput_vs_hf_static']:>15.2f}x {r['wall_speedup_vs_hf_static']:>14.2f}x")
 
 
 if __name__ == "__main__":

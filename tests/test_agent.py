@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 import pytest
 
 from toolrl.config import load_config
-from toolrl.rollout.engine import GenOutput, GenRequest, SamplingSpec
+from toolrl.rollout.engine import BatchedSteps, GenOutput, GenRequest, SamplingSpec
 from toolrl.rollout.loop import run_rollouts
 from toolrl.sandbox.base import ExecResult
 from toolrl.types import ExecKind, Problem
@@ -89,7 +89,7 @@ def _run(tokenizer, turns, overrides=(), sandbox=None, n=1):
     cfg = load_config(None, ["rollout.max_new_tokens=400", *overrides])
     engine = ScriptedEngine(tokenizer, {f"p1#{i}": turns for i in range(n)})
     sandbox = sandbox or RecordingSandbox()
-    trajs = run_rollouts([P], engine=engine, sandbox=sandbox, cfg=cfg, sampling=SamplingSpec(0.0), n=n)
+    trajs = run_rollouts([P], engine=BatchedSteps(engine), sandbox=sandbox, cfg=cfg, sampling=SamplingSpec(0.0), n=n)
     return trajs, engine, sandbox
 
 

@@ -15,7 +15,7 @@ def test_defaults_and_overrides() -> None:
     cfg = load_config(None, ["tool.max_calls=2", "tool.format=retool", "sandbox.backend=e2b", "reward.exec_error_penalty=-0.5"])
     assert cfg.tool.max_calls == 2 and cfg.tool.format == "retool"
     assert cfg.sandbox.backend == "e2b" and cfg.reward.exec_error_penalty == -0.5
-    assert cfg.model.path is None and cfg.rollout.backend == "hf"
+    assert cfg.model.path is None and cfg.rollout.backend == "auto"
 
 
 def test_yaml_file_then_overrides_win(tmp_path: Path) -> None:

@@ -10,13 +10,17 @@ from toolrl.rollout.hf_engine import HFEngine, sample_next
 
 
 @pytest.fixture(scope="module")
-def engine(tiny_model_dir):
-    from toolrl.models import eos_token_ids, load_model, load_tokenizer
+def tiny(tiny_model_dir):
+    from toolrl.models import load_model, load_tokenizer
 
-    tok = load_tokenizer(str(tiny_model_dir))
-    model = load_model(str(tiny_model_dir))
+    return load_model(str(tiny_model_dir)), load_tokenizer(str(tiny_model_dir))
+
+
+@pytest.fixture(scope="module", params=["continuous", "static"])
+def engine(tiny, request):
+    model, tok = tiny
     # A random model rarely emits EOS; make none of its tokens end generation so lengths are controlled.
-    return HFEngine(model, tok, eos_token_ids={-1}, batch_size=4)
+    return HFEngine(model, tok, eos_token_ids={-1}, batch_size=4, mode=request.param, admit_every=2)
 
 
 def _prompt(engine, text: str) -> list[int]:
@@ -84,3 +88,75 @@ def test_top_p_never_samples_outside_nucleus() -> None:
     tok, lp = sample_next(logits, SamplingSpec(temperature=1.0, top_p=0.5), torch.Generator().manual_seed(0))
     assert set(tok.tolist()) <= {0}  # token 0 alone holds > 50% of the mass
     assert torch.allclose(lp, torch.zeros_like(lp))
+
+
+# ------------------------------------------------------------------ continuous batching: rows join and leave
+@pytest.fixture()
+def cont(tiny):
+    model, tok = tiny
+    return HFEngine(model, tok, eos_token_ids={-1}, batch_size=2, mode="continuous", admit_every=2)
+
+
+def _requests(engine, lengths):
+    texts = ["a", "Hello there, compute", "A much longer prompt that needs left padding here", "x y z", "Seven"]
+    return [GenRequest(_prompt(engine, texts[i % len(texts)] + f" {i}"), n, request_id=f"r{i}")
+            for i, n in enumerate(lengths)]
+
+
+@pytest.mark.parametrize("spec", [SamplingSpec(0.0), SamplingSpec(1.0, top_p=0.9, seed=7)], ids=["greedy", "seeded"])
+def test_joining_and_leaving_rows_get_the_tokens_they_get_alone(cont, spec) -> None:
+    reqs = _requests(cont, [3, 12, 5, 9, 4])  # 5 requests through a batch of 2: rows leave early, others join
+    together = cont.generate(reqs, spec)
+    for r, out in zip(reqs, together):
+        alone = cont.generate([r], spec)[0]
+        assert out.token_ids == alone.token_ids and len(out.token_ids) == r.max_new_tokens
+        assert torch.allclose(torch.tensor(out.logprobs), torch.tensor(alone.logprobs), atol=1e-4)
+
+
+def test_a_short_request_does_not_wait_for_the_longest_row(cont) -> None:
+    short, long_, late = _requests(cont, [2, 30, 3])
+    spec = SamplingSpec(0.0)
+    cont.submit("long", long_, spec)
+    cont.submit("short", short, spec)
+    finished: dict[str, int] = {}
+    steps = 0
+    while cont.has_unfinished():
+        steps += 1
+        if steps == 4:
+            cont.submit("late", late, spec)  # arrives while the long row runs, and joins it
+        for key, out in cont.step():
+            finished[key] = steps
+    assert finished["short"] == 2 and finished["long"] == 30
+    assert finished["late"] < finished["long"]  # joined the running batch instead of waiting for it to drain
+    assert cont.tokens_generated >= 2 + 30 + 3
+
+
+def test_a_joined_row_has_exact_logprobs(cont) -> None:
+    first, joined = _requests(cont, [16, 8])
+    spec = SamplingSpec(temperature=1.0, seed=3)
+    cont.submit("first", first, spec)
+    for _ in range(5):
+        cont.step()
+    cont.submit("joined", joined, spec)
+    outs = {}
+    while cont.has_unfinished():
+        outs.update(dict(cont.step()))
+    out = outs["joined"]
+    p = joined.prompt_ids
+    with torch.no_grad():
+        logits = cont.model(torch.tensor([p + out.token_ids])).logits[0, len(p) - 1: -1].float()
+    ref = torch.log_softmax(logits, -1).gather(-1, torch.tensor(out.token_ids)[:, None]).squeeze(-1)
+    assert torch.allclose(torch.tensor(out.logprobs), ref, atol=1e-4)
+
+
+def test_aborted_requests_never_come_back(cont) -> None:
+    a, b = _requests(cont, [20, 4])
+    spec = SamplingSpec(0.0)
+    cont.submit("a", a, spec)
+    cont.submit("b", b, spec)
+    cont.step()
+    cont.abort(["a"])
+    keys = []
+    while cont.has_unfinished():
+        keys += [k for k, _ in cont.step()]
+    assert keys == ["b"]

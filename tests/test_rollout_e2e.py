@@ -20,7 +20,7 @@ def engine_and_sandbox(embedded_model_dir):
     from toolrl.rollout import build_engine
     from toolrl.sandbox import build_sandbox
 
-    cfg = load_config(None, ["rollout.max_new_tokens=160", "sandbox.pool_size=2"])
+    cfg = load_config(None, ["rollout.backend=hf", "rollout.max_new_tokens=160", "sandbox.pool_size=2"])
     engine = build_engine(cfg)
     sandbox = build_sandbox(cfg)
     yield cfg, engine, sandbox

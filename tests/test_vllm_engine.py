@@ -247,10 +247,16 @@ class SleepOnFirstCall:
 class StepRecorder:
     """Delegates to the real engine; records, for every step, when it ran and how many requests were decoding."""
 
+    name = "recorder"
+
     def __init__(self, engine: Any) -> None:
         self.engine = engine
-        self.tokenizer, self.eos_token_ids = engine.tokenizer, engine.eos_token_ids
+        self.tokenizer, self.eos_token_ids, self.caps = engine.tokenizer, engine.eos_token_ids, engine.caps
         self.steps: list[tuple[float, int]] = []
+
+    @property
+    def tokens_generated(self) -> int:
+        return self.engine.tokens_generated
 
     def submit(self, key: str, req: GenRequest, spec: SamplingSpec) -> None:
         self.engine.submit(key, req, spec)
@@ -265,6 +271,9 @@ class StepRecorder:
 
     def has_unfinished(self) -> bool:
         return self.engine.has_unfinished()
+
+    def close(self) -> None:
+        pass
 
 
 def test_a_sleeping_call_does_not_stall_the_others(engine, sandbox, embedded_model_dir) -> None:

@@ -13,7 +13,7 @@ import pytest
 
 from toolrl.config.schema import RootConfig
 from toolrl.errors import ToolrlError
-from toolrl.rollout.engine import GenOutput, GenRequest, SamplingSpec
+from toolrl.rollout.engine import EngineCaps, GenOutput, GenRequest, SamplingSpec
 from toolrl.sandbox.base import ExecKind, ExecResult
 from toolrl.types import Problem
 
@@ -53,6 +53,10 @@ def test_env_defaults_respect_user_values(monkeypatch: pytest.MonkeyPatch, tmp_p
 class ScriptedEngine:
     """Answers every first turn with a closed ```python block and every later turn with EOS, one step later."""
 
+    name = "scripted"
+    caps = EngineCaps()
+    tokens_generated = 0
+
     def __init__(self, tokenizer: Any) -> None:
         self.tokenizer = tokenizer
         self.eos_token_ids = {tokenizer.eos_token_id}
@@ -77,6 +81,9 @@ class ScriptedEngine:
 
     def has_unfinished(self) -> bool:
         return bool(self.queue)
+
+    def close(self) -> None:
+        pass
 
 
 class HangsOnSession:

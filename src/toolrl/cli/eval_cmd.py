@@ -102,7 +102,9 @@ def eval_command(
     overrides: OverridesArg = None,
 ) -> None:
     """Evaluate a model with code execution: greedy pass@1 by default, avg@k / pass@k / maj@k with --n k."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+    from rich.progress import Progress
+
+    from toolrl.cli.rollout_bar import RolloutBar, rollout_columns
 
     from toolrl.config.loader import config_to_dict, load_config, save_config
     from toolrl.eval import eval_protocol, evaluate
@@ -122,41 +124,41 @@ def eval_command(
     k, sampling, protocol = eval_protocol(cfg)  # greedy pass@1 (ToRL) or sampled avg@k (ReTool: 32, t 1.0, top_p 0.7)
 
     from toolrl.models import resolve_model_path
-    from toolrl.rollout import build_engine
+    from toolrl.rollout import build_engine, choose_backend
     from toolrl.sandbox import build_sandbox
 
     run_dir = new_run_dir("eval", out if out is not None else cfg.run.dir, cfg.run.name)
     save_config(cfg, run_dir / "config.yaml")
-    with err_console.status("loading model and sandbox ..."):
+    with err_console.status("resolving the model and choosing the rollout engine ..."):
         # A training run or checkpoint resolves to its final model, or is exported once into the cache.
         model_dir = resolve_model_path(cfg.model)
         if cfg.model.path and Path(cfg.model.path).is_dir() and Path(model_dir) != Path(cfg.model.path):
             info(f"[dim]{cfg.model.path} -> model directory {model_dir}[/]")
         engine_cfg = copy.deepcopy(cfg)
         engine_cfg.model.path = model_dir
-        engine = build_engine(engine_cfg)
+        choice = choose_backend(engine_cfg, "generate")
+    info(f"[dim]{choice.header()}[/]")
+    with err_console.status(f"loading model ({choice.name}) and sandbox ..."):
+        engine = build_engine(engine_cfg, choice=choice)
         sandbox = build_sandbox(cfg)
 
     lock = threading.Lock()
     seen: dict[str, int] = {}
     tally = {"correct": 0, "done": 0, "problems": 0}
-    columns = [SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-               TextColumn("samples"), TimeElapsedColumn(), TimeRemainingColumn()]
     try:
-        with Progress(*columns, console=err_console, transient=False) as bar:
-            task = bar.add_task(bench_name, total=len(problems) * k)
+        with Progress(*rollout_columns(), console=err_console, transient=False) as bar:
 
-            def on_done(traj: Any) -> None:
+            def describe(traj: Any) -> str:
                 with lock:
                     tally["done"] += 1
                     tally["correct"] += bool(traj.correct)
                     seen[traj.problem.id] = seen.get(traj.problem.id, 0) + 1
                     tally["problems"] += seen[traj.problem.id] == k
-                    desc = (f"{bench_name} · problems {tally['problems']}/{len(problems)} · "
+                    return (f"{bench_name} · problems {tally['problems']}/{len(problems)} · "
                             f"acc {tally['correct'] / tally['done']:.1%}")
-                bar.update(task, advance=1, description=desc)
 
-            result = evaluate(problems, cfg=cfg, engine=engine, sandbox=sandbox, n=k, sampling=sampling, progress=on_done)
+            events = RolloutBar.add(bar, bench_name, len(problems) * k, cfg.rollout.max_new_tokens, describe)
+            result = evaluate(problems, cfg=cfg, engine=engine, sandbox=sandbox, n=k, sampling=sampling, progress=events)
     finally:
         for closable in (engine, sandbox):
             try:
@@ -177,6 +179,7 @@ def eval_command(
         "problems_scored": len({t.problem.id for t in result.trajectories}),
         "problems_in_benchmark": len(full.problems),
         "tool": {"format": cfg.tool.format, "max_calls": cfg.tool.max_calls, "sandbox": cfg.sandbox.backend},
+        "engine": {"name": choice.name, "reason": choice.reason},
         "metrics": result.metrics,
         "by_source": by_source(result.trajectories),
         "repeats": pset.repeats.lines() if pset.repeats.any else [],

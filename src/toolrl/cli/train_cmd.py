@@ -25,16 +25,19 @@ DEFAULT_CONFIG = "default"  # configs/default.yaml: the short CPU run `toolrl tr
 
 class LiveView:
     """Rich progress on stderr: one bar for steps (reward, accuracy, code share, time per step), one for the
-    rollouts of the current step. Only rank 0 shows it."""
+    rollouts of the current step, moving with tokens and calls (tokens/s, calls/s). Only rank 0 shows it."""
 
-    def __init__(self, per_step: int) -> None:
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+    def __init__(self, per_step: int, budget: int) -> None:
+        from rich.progress import Progress
 
-        self.progress = Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                                 TimeElapsedColumn(), console=err_console, transient=False)
-        self.per_step = per_step
+        from toolrl.cli.rollout_bar import RolloutBar, rollout_columns
+
+        self.progress = Progress(*rollout_columns(), console=err_console, transient=False)
+        self.per_step, self.budget = per_step, budget
         self.steps_task: Any = None
-        self.roll_task = self.progress.add_task("[dim]starting[/]", total=None)
+        self.total_steps = 0
+        self.roll = RolloutBar.add(self.progress, "[dim]starting[/]", per_step, budget, self._describe)
+        self.roll_task = self.roll.task
         self.lock = threading.Lock()
         self.last: dict[str, float] = {}
         self.step_times: list[float] = []
@@ -51,20 +54,37 @@ class LiveView:
     def phase(self, text: str) -> None:
         self.progress.update(self.roll_task, description=f"[dim]{text}[/]")
 
+    def header(self, text: str) -> None:
+        self.progress.console.print(f"[dim]{text}[/]")
+
     def start(self, first_step: int, total_steps: int) -> None:
-        self.steps_task = self.progress.add_task("steps", total=total_steps, completed=first_step - 1)
+        self.total_steps = total_steps
+        self.steps_task = self.progress.add_task("steps", total=total_steps, completed=first_step - 1,
+                                                 samples=f"{first_step - 1}/{total_steps} steps", rates="")
         self._reset_rollouts()
 
     def _reset_rollouts(self) -> None:
         self.done = self.correct = 0
-        self.progress.update(self.roll_task, total=self.per_step, completed=0, description="rollouts")
+        self.roll.reset(self.per_step, self.budget)
+        self.progress.update(self.roll_task, description="rollouts")
 
-    def trajectory(self, traj: Any) -> None:
+    def _describe(self, traj: Any) -> str:
         with self.lock:
             self.done += 1
             self.correct += bool(traj.correct)
-            desc = f"rollouts · acc so far {self.correct / self.done:.0%}"
-        self.progress.update(self.roll_task, advance=1, description=desc)
+            return f"rollouts · acc so far {self.correct / self.done:.0%}"
+
+    # Rollout progress events (toolrl.rollout.progress.RolloutEvents)
+    def on_tokens(self, n: int) -> None:
+        self.roll.on_tokens(n)
+
+    def on_call(self) -> None:
+        self.roll.on_call()
+
+    def on_trajectory(self, traj: Any) -> None:
+        self.roll.on_trajectory(traj)
+
+    trajectory = on_trajectory
 
     def step(self, step: int, metrics: dict[str, float]) -> None:
         if step <= 0:  # SFT steps
@@ -83,7 +103,8 @@ class LiveView:
 
         desc = (f"step {step} · reward {f('reward/mean', '+.2f')} · acc {f('acc', '.0%')} · "
                 f"code {f('code/share', '.0%')} · {f('time/step_s', '.0f')}s/step")
-        self.progress.update(self.steps_task, completed=step, description=desc)
+        self.progress.update(self.steps_task, completed=step, description=desc,
+                             samples=f"{step}/{self.total_steps} steps")
         self._reset_rollouts()
 
 
@@ -92,9 +113,17 @@ class _Quiet:
 
     def phase(self, text: str) -> None: ...
 
+    def header(self, text: str) -> None: ...
+
     def start(self, first_step: int, total_steps: int) -> None: ...
 
     def trajectory(self, traj: Any) -> None: ...
+
+    def on_tokens(self, n: int) -> None: ...
+
+    def on_call(self) -> None: ...
+
+    def on_trajectory(self, traj: Any) -> None: ...
 
     def step(self, step: int, metrics: dict[str, float]) -> None: ...
 
@@ -155,7 +184,7 @@ def train_command(
         if rank != 0:
             train(cfg, run_dir, resume=resume is not None, hooks=_Quiet())
             return
-        view = LiveView(cfg.train.prompts_per_step * cfg.algo.n_samples)
+        view = LiveView(cfg.train.prompts_per_step * cfg.algo.n_samples, cfg.rollout.max_new_tokens)
         with view:
             final = train(cfg, run_dir, resume=resume is not None, hooks=view)
     last = view.last

@@ -124,7 +124,18 @@ class VLLMConfig:
 
 @dataclass
 class RolloutConfig:
-    backend: str = _f("hf", "Generation engine: hf = transformers generate (batched); vllm = vLLM.", ("hf", "vllm"))
+    backend: str = _f(
+        "auto",
+        "Generation engine: auto = vLLM where it is installed and supports the model and device, else hf "
+        "(the run header says which and why); hf = transformers with continuous batching; vllm = vLLM.",
+        ("auto", "hf", "vllm"),
+    )
+    hf_mode: str = _f(
+        "continuous",
+        "hf engine batching: continuous = finished rows leave and waiting requests join the running batch; "
+        "static = every batch waits for its longest row (the older loop, kept for comparison).",
+        ("continuous", "static"),
+    )
     max_new_tokens: int = _f(512, "Token budget for the whole response (model and observation tokens).")
     max_prompt_tokens: int = _f(
         512,
@@ -135,7 +146,10 @@ class RolloutConfig:
     temperature: float = _f(1.0, "Sampling temperature; 0 = greedy.")
     top_p: float = _f(1.0, "Nucleus sampling threshold.")
     top_k: int = _f(0, "Top-k sampling; 0 = off.")
-    batch_size: int = _f(32, "Trajectories generated together by the hf backend.")
+    batch_size: int = _f(32, "Most requests the hf backend decodes at once.")
+    hf_admit_every: int = _f(
+        8, "hf continuous batching: decode steps between admissions of waiting requests (a join copies the KV cache)."
+    )
     seed: int = _f(0, "Sampling seed.")
     trajectory_timeout_s: float = _f(900.0, "A trajectory still running after this long is cut (finish_reason=timeout).")
     vllm: VLLMConfig = field(default_factory=VLLMConfig)

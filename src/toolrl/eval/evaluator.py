@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from toolrl.config.schema import RootConfig
 from toolrl.errors import DataError
@@ -13,6 +13,9 @@ from toolrl.reward import score
 from toolrl.rollout.engine import Engine, SamplingSpec
 from toolrl.sandbox.base import Sandbox
 from toolrl.types import Problem, Trajectory
+
+if TYPE_CHECKING:
+    from toolrl.rollout.progress import RolloutEvents
 
 
 # A tokenizer without a real limit reports a huge sentinel (about 1e30) as model_max_length.
@@ -91,21 +94,22 @@ def evaluate(
     sandbox: Sandbox,
     n: int,
     sampling: SamplingSpec,
-    progress: Callable[[Trajectory], None] | None = None,
+    progress: "RolloutEvents | Callable[[Trajectory], None] | None" = None,
 ) -> EvalResult:
-    """``n`` trajectories per problem, each scored with ``cfg.reward``; ``progress`` sees each one scored."""
-    from toolrl.rollout.loop import run_rollouts
+    """``n`` trajectories per problem, each scored with ``cfg.reward``; ``progress`` gets the scheduler's events
+    (tokens, calls) and sees each trajectory once it is scored."""
+    from toolrl.rollout import run_rollouts
+    from toolrl.rollout.progress import before_trajectory
 
     fmt = cfg.tool.format
     check_prompts_fit(problems, cfg, engine)  # every problem is scored: fail before any generation, never mid-way
 
     def on_done(traj: Trajectory) -> None:
         score(traj, cfg.reward, fmt)
-        if progress is not None:
-            progress(traj)
 
     start = time.perf_counter()
-    trajs = run_rollouts(problems, engine=engine, sandbox=sandbox, cfg=cfg, sampling=sampling, n=n, progress=on_done)
+    trajs = run_rollouts(problems, engine=engine, sandbox=sandbox, cfg=cfg, sampling=sampling, n=n,
+                         progress=before_trajectory(progress, on_done))
     for t in trajs:  # a scheduler that skipped the callback for some trajectory must not leave it unscored
         if t.correct is None:
             score(t, cfg.reward, fmt)

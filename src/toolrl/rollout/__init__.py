@@ -1,4 +1,5 @@
-"""Multi-turn tool rollouts: engines (hf, vllm) behind one protocol, and the schedulers that drive them."""
+"""Multi-turn tool rollouts: engines that only generate (hf, vllm) behind one step protocol, and the one scheduler
+that drives them (``run_rollouts``)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,8 @@ import importlib
 from typing import Any
 
 from toolrl.config.schema import RootConfig
-from toolrl.rollout.engine import Engine, GenOutput, GenRequest, SamplingSpec
+from toolrl.rollout.choice import BackendChoice, Purpose, choose_backend
+from toolrl.rollout.engine import Engine, EngineCaps, GenOutput, GenRequest, SamplingSpec
 
 # Heavy backends are imported only when chosen.
 ENGINES = {
@@ -15,16 +17,20 @@ ENGINES = {
 }
 
 
-def build_engine(cfg: RootConfig, model: Any = None, tokenizer: Any = None) -> Engine:
-    """The engine named by ``cfg.rollout.backend``.
+def build_engine(cfg: RootConfig, model: Any = None, tokenizer: Any = None, purpose: Purpose = "generate",
+                 choice: BackendChoice | None = None) -> Engine:
+    """The engine ``cfg.rollout.backend`` names (``auto``: see ``toolrl.rollout.choice``).
 
-    With ``model`` (an in-memory transformers module, e.g. the policy being trained) the hf engine generates with
-    it directly; the vllm engine loads weights from ``cfg.model`` and is synced with ``sync_weights``.
+    ``model`` is an in-memory transformers module holding the weights ``cfg.model`` points at (e.g. the policy being
+    trained): engines with ``caps.shares_policy_weights`` generate with it directly; the others load ``cfg.model``
+    and ignore it. The choice made is kept on the engine as ``engine.choice``.
     """
-    target = ENGINES[cfg.rollout.backend]
-    mod_name, fn_name = target.split(":")
+    choice = choice or choose_backend(cfg, purpose)
+    mod_name, fn_name = ENGINES[choice.name].split(":")
     factory = getattr(importlib.import_module(mod_name), fn_name)
-    return factory(cfg, model=model, tokenizer=tokenizer)
+    engine = factory(cfg, model=model, tokenizer=tokenizer)
+    engine.choice = choice
+    return engine
 
 
 def sampling_from_config(cfg: RootConfig, greedy: bool = False, temperature: float | None = None,
@@ -39,4 +45,12 @@ def sampling_from_config(cfg: RootConfig, greedy: bool = False, temperature: flo
     )
 
 
-__all__ = ["Engine", "GenRequest", "GenOutput", "SamplingSpec", "build_engine", "sampling_from_config"]
+def run_rollouts(problems: Any, **kwargs: Any) -> Any:
+    """The one multi-turn scheduler for every engine: see ``toolrl.rollout.async_runner.run_rollouts``."""
+    from toolrl.rollout.async_runner import run_rollouts as run
+
+    return run(problems, **kwargs)
+
+
+__all__ = ["BackendChoice", "Engine", "EngineCaps", "GenRequest", "GenOutput", "SamplingSpec", "build_engine",
+           "choose_backend", "run_rollouts", "sampling_from_config"]

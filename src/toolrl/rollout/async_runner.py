@@ -1,10 +1,11 @@
-"""The asynchronous multi-turn scheduler: generation never waits for the sandbox.
+"""The multi-turn scheduler, one for every engine: generation never waits for the sandbox.
 
-One thread drives the engine (``submit`` / ``step`` / ``abort``: vLLM's request-level API, one decode iteration
-per ``step``); code runs on a thread pool the size of the sandbox pool. A trajectory whose code is running leaves
-the batch; the moment its observation is back it is resubmitted (its prefix is still in vLLM's prefix cache) while
-the others keep decoding. Every trajectory goes through the same ``TrajectoryState`` as the batched hf loop, so
-records, masks and call lists have the same structure.
+One thread drives the engine through the step protocol (``toolrl.rollout.engine.Engine``: ``submit`` / ``step`` /
+``abort``); code runs on a thread pool the size of the sandbox pool. A trajectory whose code is running leaves
+the batch; the moment its observation is back it is resubmitted (with vLLM its prefix is still in the prefix cache)
+while the others keep decoding. All decisions live in ``TrajectoryState``, so every engine produces trajectories
+with the same structure, masks and call records. Progress events (``toolrl.rollout.progress``) fire as tokens are
+decoded, as calls come back and as trajectories end.
 
 Deadlines, so nothing hangs:
 - per trajectory: ``rollout.trajectory_timeout_s`` from its start; a trajectory past it is cut wherever it is
@@ -19,41 +20,28 @@ import time
 from collections import deque
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Callable, Protocol, Sequence
+from typing import TYPE_CHECKING, Callable, Sequence
 
 from toolrl.rollout.agent import TrajectoryState
-from toolrl.rollout.engine import GenOutput, GenRequest, SamplingSpec
+from toolrl.rollout.engine import Engine, SamplingSpec
 from toolrl.rollout.loop import make_states, release_session, safe_run
+from toolrl.rollout.progress import RolloutEvents, as_events
 from toolrl.sandbox.base import ExecResult
 from toolrl.types import ExecKind
 
 if TYPE_CHECKING:
     from toolrl.config.schema import RootConfig
-    from toolrl.rollout.loop import ProgressFn
+    from toolrl.rollout.progress import ProgressFn
     from toolrl.sandbox.base import Sandbox
     from toolrl.types import Problem, Trajectory
 
 Interval = tuple[float, float]
-
-
-class StepEngine(Protocol):
-    """What the scheduler needs from an engine (VLLMEngine provides it)."""
-
-    tokenizer: object
-    eos_token_ids: set[int]
-
-    def submit(self, key: str, req: GenRequest, spec: SamplingSpec) -> None: ...
-
-    def step(self) -> list[tuple[str, GenOutput]]: ...
-
-    def abort(self, keys: Sequence[str]) -> None: ...
-
-    def has_unfinished(self) -> bool: ...
+StepEngine = Engine  # the name this scheduler used before every engine shared the protocol
 
 
 @dataclass
 class RolloutStats:
-    """Where the wall time of one ``run_async_rollouts`` call went (perf_counter seconds)."""
+    """Where the wall time of one ``run_rollouts`` call went (perf_counter seconds)."""
 
     wall_s: float = 0.0
     tokens: int = 0  # model tokens generated (observation tokens excluded)
@@ -142,36 +130,43 @@ class _Call:
     interval: list[float]  # [start, end], end filled by the worker thread
 
 
-def run_async_rollouts(
+def run_rollouts(
     problems: "Sequence[Problem]",
     *,
-    engine: StepEngine,
+    engine: Engine,
     sandbox: "Sandbox",
     cfg: "RootConfig",
     sampling: SamplingSpec,
     n: int = 1,
-    progress: "ProgressFn | None" = None,
+    progress: "RolloutEvents | ProgressFn | None" = None,
     stats: RolloutStats | None = None,
 ) -> "list[Trajectory]":
-    """Same contract as ``toolrl.rollout.loop.run_rollouts``: ``len(problems) * n`` trajectories, ordered by problem,
-    then sample. Timing lands in ``stats`` (and in ``engine.last_rollout_stats`` when the engine allows it)."""
+    """Generate ``n`` multi-turn tool trajectories per problem with any engine of the step protocol.
+
+    Returns ``len(problems) * n`` trajectories ordered by problem, then sample. ``progress`` gets token, call and
+    trajectory events (or, as a plain function, each finished trajectory); timing lands in ``stats``."""
     states = make_states(problems, cfg, engine, n)  # type: ignore[arg-type]
     return run_async_states(states, engine=engine, sandbox=sandbox, cfg=cfg, sampling=sampling, progress=progress,
                             stats=stats)
 
 
+run_async_rollouts = run_rollouts  # the name before the scheduler served every engine
+
+
 def run_async_states(
     states: list[TrajectoryState],
     *,
-    engine: StepEngine,
+    engine: Engine,
     sandbox: "Sandbox",
     cfg: "RootConfig",
     sampling: SamplingSpec,
-    progress: "ProgressFn | None" = None,
+    progress: "RolloutEvents | ProgressFn | None" = None,
     stats: RolloutStats | None = None,
 ) -> "list[Trajectory]":
     """Drive already-built trajectory states to the end (e.g. states that start from a forced prefix)."""
     stats = stats if stats is not None else RolloutStats()
+    events = as_events(progress)
+    seen_tokens = engine.tokens_generated
     call_deadline = call_deadline_s(cfg)
     ready: deque[TrajectoryState] = deque(states)
     live: dict[str, tuple[TrajectoryState, float]] = {}  # engine key -> (state, submitted at)
@@ -187,8 +182,14 @@ def run_async_states(
         if s.traj.finish_reason == "timeout":
             stats.timeouts += 1
         release_session(s, sandbox)
-        if progress is not None:
-            progress(s.traj)
+        events.on_trajectory(s.traj)
+
+    def count_tokens() -> None:
+        nonlocal seen_tokens
+        now_tokens = engine.tokens_generated
+        if now_tokens > seen_tokens:
+            events.on_tokens(now_tokens - seen_tokens)
+        seen_tokens = now_tokens
 
     def run_call(code: str, session: str | None, interval: list[float]) -> ExecResult:
         interval[0] = time.perf_counter()
@@ -220,6 +221,7 @@ def run_async_states(
                 t0 = time.perf_counter()
                 outs = engine.step()
                 stats.gen_intervals.append((t0, time.perf_counter()))
+                count_tokens()
                 now = time.perf_counter()
                 for key, out in outs:
                     if key not in live:  # aborted meanwhile
@@ -247,6 +249,7 @@ def run_async_states(
                     stats.call_intervals.append((c.interval[0], c.interval[1]))
                     if c.state.done:  # cut by its deadline while the call ran
                         continue
+                    events.on_call()
                     c.state.on_executed(fut.result())
                     if c.state.done:
                         finished(c.state)
@@ -263,8 +266,6 @@ def run_async_states(
         # A call the sandbox never answers must not keep us here: its thread is left to finish on its own.
         pool.shutdown(wait=False, cancel_futures=True)
         stats.wall_s = time.perf_counter() - start
-        if hasattr(engine, "last_rollout_stats"):
-            engine.last_rollout_stats = stats  # type: ignore[attr-defined]
     return [s.traj for s in states]
 
 
@@ -279,7 +280,7 @@ def _next_wakeup(calls: "dict[Future[ExecResult], _Call]", call_deadline: float,
 
 
 def _enforce_deadlines(
-    engine: StepEngine,
+    engine: Engine,
     live: dict[str, tuple[TrajectoryState, float]],
     calls: "dict[Future[ExecResult], _Call]",
     call_deadline: float,

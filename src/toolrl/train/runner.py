@@ -33,9 +33,21 @@ class Hooks:
 
     def phase(self, text: str) -> None: ...
 
+    def header(self, text: str) -> None:
+        """A line worth keeping on screen (e.g. which rollout engine was chosen and why)."""
+        self.phase(text)
+
     def start(self, first_step: int, total_steps: int) -> None: ...
 
     def trajectory(self, traj: Trajectory) -> None: ...
+
+    # Rollout progress events (toolrl.rollout.progress.RolloutEvents).
+    def on_tokens(self, n: int) -> None: ...
+
+    def on_call(self) -> None: ...
+
+    def on_trajectory(self, traj: Trajectory) -> None:
+        self.trajectory(traj)
 
     def step(self, step: int, metrics: dict[str, float]) -> None: ...
 
@@ -243,10 +255,9 @@ class Run:
         policy = self._engine(module, cfg.train.lr)
         rollout_cfg = copy.deepcopy(cfg)
         rollout_cfg.model.path = policy_path
-        if cfg.rollout.backend == "hf":
-            engine = build_engine(rollout_cfg, model=policy.module, tokenizer=tokenizer)
-        else:
-            engine = build_engine(rollout_cfg, tokenizer=tokenizer)
+        # Engines that share the policy's weights generate with the live module; the others load policy_path.
+        engine = build_engine(rollout_cfg, model=policy.module, tokenizer=tokenizer, purpose="train")
+        self.hooks.header(engine.choice.header())
         stream = ProblemStream(self._train_problems(tokenizer), seed=cfg.data.shuffle_seed)
         if cfg.eval.during_train_bench:  # fail now, not at the first periodic evaluation, if a prompt cannot fit
             from toolrl.eval import load_problems
@@ -259,15 +270,15 @@ class Run:
         start = 0
         if found is not None:
             start = self._load_checkpoint(found, policy, critic, stream)
-            if cfg.rollout.backend != "hf":
-                stepper._after_update()  # the vllm engine started from the old weights
+            if engine.caps.needs_weight_sync:
+                stepper._after_update()  # the engine started from the old weights
         tracker = self.tracker
         if tracker is not None and self.resume:
             tracker.rewind(start)  # steps after the checkpoint are re-run: drop their old records
         self.hooks.start(start + 1, cfg.train.steps)
         try:
             for step in range(start + 1, cfg.train.steps + 1):
-                result = stepper.run(step, progress=self.hooks.trajectory if self.strategy.is_main else None)
+                result = stepper.run(step, progress=self.hooks if self.strategy.is_main else None)
                 metrics = result.metrics
                 metrics["data/prompts_filtered"] = float(self.prompts_filtered)
                 if cfg.eval.during_train_bench and cfg.eval.every > 0 and step % cfg.eval.every == 0:
@@ -295,7 +306,7 @@ class Run:
                 self.strategy.barrier()
             return final
         finally:
-            if cfg.rollout.backend != "hf":
+            if not engine.caps.shares_policy_weights:  # a shared module belongs to the trainer
                 engine.close()
 
     prompts_filtered = 0
