@@ -16,7 +16,7 @@ import torch
 
 from toolrl.config import load_config
 from toolrl.eval import eval_protocol
-from toolrl.rollout.engine import GenOutput, GenRequest, SamplingSpec
+from toolrl.rollout.engine import BatchedSteps, GenOutput, GenRequest, SamplingSpec
 from toolrl.train import checkpoint as ckpt
 from toolrl.train.disk import kept_summary
 from toolrl.train.export import MODEL_CONFIG, export_checkpoint, model_dir_for
@@ -93,7 +93,7 @@ def test_periodic_evaluation_follows_eval_n_and_sampling(tokenizer, n: int, temp
     engine = AnswerEngine(tokenizer, {p.id: p.answer for p in problems})
     run = Run.__new__(Run)  # only the evaluation: no DeepSpeed, no model
     run.cfg, run.strategy, run.hooks = cfg, OneProcess(), Hooks()
-    metrics = run._evaluate(engine, type("Policy", (), {"module": None})(), sandbox=None)
+    metrics = run._evaluate(BatchedSteps(engine), type("Policy", (), {"module": None})(), sandbox=None)
 
     assert len(engine.request_ids) == len(set(engine.request_ids)) == 3 * n  # n trajectories per problem
     expected = SamplingSpec(0.0, 1.0, 0, cfg.rollout.seed) if n == 1 else SamplingSpec(temperature, 0.8, 0, cfg.rollout.seed)

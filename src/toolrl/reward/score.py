@@ -24,7 +24,7 @@ import re
 from toolrl.config.schema import RewardConfig
 from toolrl.reward.extract import extract_answer
 from toolrl.reward.grader import default_grader
-from toolrl.types import ExecKind, ToolCall, Trajectory
+from toolrl.types import ExecKind, Problem, ToolCall, Trajectory  # noqa: F401 - Problem: used by the doctests
 
 
 def is_equivalent(pred: str, gold: str, timeout_s: float = 5.0) -> bool:
