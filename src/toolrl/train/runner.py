@@ -92,7 +92,10 @@ class Run:
     def _load_policy(self, path: str) -> Any:
         from toolrl.models import load_model
 
-        model = load_model(path, self._dtype(), self.device, self.cfg.model.trust_remote_code)
+        # ZeRO-3 on GPU: load on the host and let DeepSpeed move each model to the GPU as it partitions it, so a
+        # rank never holds the full policy and the full critic copy at once (toolrl.placement.plan, loading phase).
+        zero3_gpu = self.cfg.deepspeed.zero_stage == 3 and self.device.startswith("cuda")
+        model = load_model(path, self._dtype(), "cpu" if zero3_gpu else self.device, self.cfg.model.trust_remote_code)
         if self.cfg.train.gradient_checkpointing:
             model.gradient_checkpointing_enable()
         model.config.use_cache = False
@@ -218,7 +221,7 @@ class Run:
         if cfg.algo.name == "ppo":
             critic = self._engine(ValueModel(module), cfg.algo.critic_lr)
         if cfg.algo.kl_coef > 0:
-            ref = copy.deepcopy(module).eval().requires_grad_(False)
+            ref = copy.deepcopy(module).eval().requires_grad_(False).to(self.device)
         policy = self._engine(module, cfg.train.lr)
         rollout_cfg = copy.deepcopy(cfg)
         rollout_cfg.model.path = policy_path
