@@ -10,7 +10,10 @@ if TYPE_CHECKING:
 
 
 def check_before_launch(cfg: "RootConfig", world_size: int) -> None:
-    """Refuse a run whose plan does not fit the GPUs it is about to use (ConfigError naming the setting)."""
+    """Refuse a layout that cannot start, or (on GPUs) a plan that does not fit (ConfigError naming the setting)."""
+    from toolrl.placement.build import check_placement
+
+    check_placement(cfg, world_size)
     if cfg.run.device == "cpu":
         return
     import torch

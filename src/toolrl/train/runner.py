@@ -228,7 +228,9 @@ class Run:
         if cfg.rollout.backend == "hf":
             engine = build_engine(rollout_cfg, model=policy.module, tokenizer=tokenizer)
         else:
-            engine = build_engine(rollout_cfg, tokenizer=tokenizer)
+            from toolrl.placement.build import build_rollout_engine
+
+            engine = build_rollout_engine(rollout_cfg, self.strategy, tokenizer, self.run_dir)
         stream = ProblemStream(load_train_problems(cfg), seed=cfg.data.shuffle_seed)
         stepper = RLStep(cfg, strategy=self.strategy, policy=policy, tokenizer=tokenizer, rollout_engine=engine,
                          sandbox=sandbox, stream=stream, critic=critic, ref=ref)
