@@ -193,9 +193,15 @@ class ColocatedEngine(VLLMEngine):
         real = self._vllm
         self._vllm = _WithExtras(real, extras)
         try:
-            return super()._build(weights_path)
+            llm = super()._build(weights_path)
         finally:
             self._vllm = real
+        if self.group.rank == 0:
+            pc = llm.llm_engine.vllm_config.parallel_config
+            log.warning(f"colocated vLLM: {self.group.world // self.group.tp} engine(s) x tensor parallel "
+                        f"{pc.tensor_parallel_size} over {self.group.world} training ranks "
+                        f"({pc.distributed_executor_backend})")
+        return llm
 
     def _shutdown(self) -> None:
         # Only the engine: the process group is DeepSpeed's, and the run may still use it.
@@ -237,7 +243,7 @@ class ColocatedEngine(VLLMEngine):
         """Free the GPU for the update (weights to host memory, KV cache dropped); a no-op on CPU."""
         if not self.gpu:
             if not self._said_no_sleep:
-                log.info("colocated vLLM keeps its memory during the update: sleep mode is CUDA-only")
+                log.warning("colocated vLLM keeps its memory during the update: sleep mode is CUDA-only")
                 self._said_no_sleep = True
             return
         if not self._slept:

@@ -241,6 +241,8 @@ class Run:
             start = self._load_checkpoint(found, policy, critic, stream)
             if cfg.rollout.backend != "hf":
                 stepper._after_update()  # the vllm engine started from the old weights
+        elif cfg.rollout.backend == "vllm" and cfg.rollout.placement == "server":
+            stepper._after_update()  # a rollout server serves whatever it loaded last: start from the policy's weights
         tracker = self.tracker
         if tracker is not None and self.resume:
             tracker.rewind(start)  # steps after the checkpoint are re-run: drop their old records
