@@ -133,10 +133,12 @@ def _check_run(run: Path, local_run: Path, model_dir: Path) -> None:
     assert len(changed) == len(before), f"unchanged: {set(before) - set(changed)}"
 
 
-@pytest.mark.parametrize("tp", [2, 1])
-def test_colocated_grpo_on_two_ranks(tp: int, model_dir: Path, local_run: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("tp,zero", [(2, 3), (1, 2)])
+def test_colocated_grpo_on_two_ranks(tp: int, zero: int, model_dir: Path, local_run: Path, tmp_path: Path) -> None:
+    # ZeRO-3: the sync gathers one layer at a time; ZeRO-2: it reads the module's state_dict.
     run = tmp_path / "run"
-    proc = _two_ranks(model_dir, run, rollout__placement="colocate", rollout__vllm__tensor_parallel_size=tp)
+    proc = _two_ranks(model_dir, run, rollout__placement="colocate", rollout__vllm__tensor_parallel_size=tp,
+                      deepspeed__zero_stage=zero)
     assert f"{2 // tp} engine(s) x tensor parallel {tp} over 2 training ranks (external_launcher)" in proc.stderr
     assert "sleep mode is CUDA-only" in proc.stderr  # the update's sleep/wake is a logged no-op on CPU
     _check_run(run, local_run, model_dir)
@@ -173,7 +175,7 @@ def server(model_dir: Path, tmp_path: Path):
 def test_grpo_against_a_rollout_server(model_dir: Path, local_run: Path, server, tmp_path: Path) -> None:
     url, proc = server
     run = tmp_path / "run"
-    _two_ranks(model_dir, run, rollout__placement="server", rollout__servers=f"[{url}]")
+    _two_ranks(model_dir, run, rollout__placement="server", rollout__servers=f"[{url}]", deepspeed__zero_stage=3)
     _check_run(run, local_run, model_dir)
     assert (run / "rollout_weights" / "model.safetensors").is_file()  # what the server reloaded from
 

@@ -274,13 +274,14 @@ class ServerEngine:
         os.replace(tmp, target)
 
     def sync_weights(self, source: Any) -> dict[str, Any]:
-        """Every rank calls this after the update (inside the trainer's gathered-parameters context); rank 0 writes
-        and reloads, every rank gets rank 0's verdict (an error is raised on every rank, so none hangs)."""
+        """Every rank calls this after the update (inside the trainer's gathered-parameters context). Rank 0 writes
+        the weights and has the servers reload them; then every rank runs the logprob check (the same forward on
+        every rank keeps a ZeRO-3 module's collectives in step), so every rank stops on a failure and none hangs."""
         start = time.perf_counter()
-        result: dict[str, Any] = {}
+        status: dict[str, Any] = {}
+        module = getattr(source, "module", source)
         if self.is_main:
             try:
-                module = getattr(source, "module", source)
                 if self.sync_dir is None:
                     import tempfile
 
@@ -291,19 +292,20 @@ class ServerEngine:
                         continue
                     self._rpc(url, "reload_weights", {"weights_path": str(self.sync_dir)})
                     self._http.post(f"{url}/reset_prefix_cache", timeout=60.0)
-                result = {"method": "server-reload"}
-                if self.vcfg.sync_check:
-                    result.update(self.check_weights(module))
-                    if result["mean"] > self._tolerance():
-                        result["error"] = (
-                            f"the rollout servers' logprobs differ from the trainer's after the weight reload (mean "
-                            f"|diff| {result['mean']:.3g}, max {result['max']:.3g}, tolerance {self._tolerance():g})")
             except ToolrlError as e:
-                result = {"error": e.message, "hint": e.hint}
-        result = self._broadcast(result)
-        if "error" in result:
-            raise WeightSyncError(result["error"], result.get("hint") or
-                                  "the servers must serve model.path in the trainer's dtype; check their logs")
+                status = {"error": e.message, "hint": e.hint}
+        status = self._broadcast(status)
+        if "error" in status:
+            raise WeightSyncError(status["error"], status.get("hint") or "check the rollout servers' logs")
+        result: dict[str, Any] = {"method": "server-reload"}
+        if self.vcfg.sync_check:
+            result.update(self.check_weights(module))
+            if result["mean"] > self._tolerance():
+                raise WeightSyncError(
+                    f"the rollout servers' logprobs differ from the trainer's after the weight reload (mean |diff| "
+                    f"{result['mean']:.3g}, max {result['max']:.3g}, tolerance {self._tolerance():g})",
+                    "the servers must serve model.path in the trainer's dtype (`toolrl serve --config` with the "
+                    "training config); check their logs")
         result["seconds"] = time.perf_counter() - start
         self.last_sync_logprob_diff = result
         return result
