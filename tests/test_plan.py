@@ -141,3 +141,38 @@ def test_cli_prints_a_plan_and_refuses_with_a_hint() -> None:
     bad = _plan_cli("--config", "torl_7b", "--gpus", "8", "--gpu-mem", "24")
     assert bad.returncode == 2
     assert "error:" in bad.stderr and "hint:" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_preflight_counts_launched_ranks_as_training_gpus() -> None:
+    from toolrl.placement.plan import preflight
+
+    cfg = load_config(["torl_7b"], ["rollout.placement=server", "rollout.servers=[http://a:1,http://b:1]"])
+    plan = preflight(cfg, world_size=16, gpu_mem_gib=80, gpus_per_node=8)
+    assert plan is not None and plan.train_gpus == 16 and plan.inputs.nodes == 2 and plan.fits
+    cfg = load_config(["torl_7b"], ["model.path=/nowhere/unknown-model"])
+    assert preflight(cfg, world_size=8, gpu_mem_gib=80, gpus_per_node=8) is None  # unknown shape: no check
+
+
+def test_train_refuses_a_layout_before_loading(tmp_path: Path) -> None:
+    proc = subprocess.run([sys.executable, "-m", "toolrl.cli.main", "train", "--out", str(tmp_path / "r"),
+                           "rollout.backend=vllm", "rollout.placement=server", "run.device=cpu"],
+                          cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and "rollout.servers" in proc.stderr and "hint:" in proc.stderr
+
+
+@pytest.mark.parametrize("overrides,world,message", [
+    (["rollout.placement=local"], 2, "one in-process vLLM engine"),
+    (["rollout.placement=colocate", "rollout.vllm.tensor_parallel_size=2"], 3, "does not divide"),
+    (["rollout.placement=colocate", "rollout.vllm.tensor_parallel_size=2", "eval.during_train_bench=aime24"], 2,
+     "evaluation during training"),
+    (["rollout.placement=server"], 1, "needs rollout.servers"),
+])
+def test_placement_rules(overrides: list[str], world: int, message: str) -> None:
+    from toolrl.errors import ConfigError
+    from toolrl.placement.build import check_placement
+
+    cfg = load_config(None, ["rollout.backend=vllm", *overrides])
+    with pytest.raises(ConfigError, match=message) as e:
+        check_placement(cfg, world)
+    assert e.value.hint
+    check_placement(load_config(None, ["rollout.backend=hf", *overrides]), world)  # hf: placement does not apply

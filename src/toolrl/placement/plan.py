@@ -359,8 +359,9 @@ def preflight(cfg: "RootConfig", world_size: int, gpu_mem_gib: float, gpus_per_n
     except ToolrlError:
         return None
     nodes = max(1, world_size // max(1, gpus_per_node))
+    # The launched ranks are the training GPUs; rollout servers (placement=server) run elsewhere.
     return make_plan(cfg, shape, PlanInputs(gpus_per_node=min(world_size, gpus_per_node), nodes=nodes,
-                                            gpu_mem_gib=gpu_mem_gib))
+                                            gpu_mem_gib=gpu_mem_gib, rollout_gpus=0))
 
 
 __all__ = ["Plan", "PlanInputs", "Row", "activation_bytes", "host_bytes_per_node", "make_plan",
