@@ -23,6 +23,7 @@ import re
 from collections import OrderedDict
 from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
 
+from toolrl.placement.server import EngineCaps as ServerEngineCaps
 from toolrl.rollout.engine import GenOutput, GenRequest, SamplingSpec
 from toolrl.rollout.vllm_engine import VLLMEngine
 
@@ -169,6 +170,7 @@ class ColocatedEngine(VLLMEngine):
     """An external_launcher vLLM engine on a training rank (one shard of a TP group)."""
 
     name = "vllm-colocate"
+    caps = ServerEngineCaps(shares_policy_weights=False, needs_weight_sync=True, returns_logprobs=True)
     gathers_params_itself = True  # the trainer must not gather a ZeRO-3 model for it (it goes layer by layer)
 
     def __init__(self, model_path: str, cfg: "RootConfig", tokenizer: Any = None, *, rank: int, world: int) -> None:

@@ -31,10 +31,16 @@ from toolrl.rollout.vllm_engine import VLLMEngine, WeightSyncError, finish_of, r
 if TYPE_CHECKING:
     from toolrl.config.schema import RootConfig
 
-try:  # the step protocol's capability flags (older trees have no EngineCaps)
+try:  # the step protocol's capability flags
     from toolrl.rollout.engine import EngineCaps
-except ImportError:  # pragma: no cover
-    EngineCaps = None  # type: ignore[assignment,misc]
+except ImportError:  # a tree without them: the same flags as a plain record
+    from dataclasses import dataclass as _dataclass
+
+    @_dataclass(frozen=True)
+    class EngineCaps:  # type: ignore[no-redef]
+        shares_policy_weights: bool = False
+        needs_weight_sync: bool = False
+        returns_logprobs: bool = True
 
 
 class ServerDown(ToolrlError):
@@ -46,8 +52,7 @@ class ServerEngine:
     finished. Every rank of a training run may hold one; only ``is_main`` pushes weights."""
 
     name = "vllm-server"
-    if EngineCaps is not None:
-        caps = EngineCaps(shares_policy_weights=False, needs_weight_sync=True, returns_logprobs=True)
+    caps = EngineCaps(shares_policy_weights=False, needs_weight_sync=True, returns_logprobs=True)
 
     def __init__(self, cfg: "RootConfig", urls: Sequence[str], tokenizer: Any = None, *, model_path: str | None = None,
                  sync_dir: str | Path | None = None, is_main: bool = True,
