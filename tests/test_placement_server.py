@@ -185,3 +185,20 @@ def test_engine_failure_makes_an_infrastructure_failed_trajectory(tokenizer) -> 
     assert not good.traj.infra_failed
     kept, stats = select_for_update([good.traj, bad.traj], filter_zero_signal=False)
     assert kept == [good.traj] and stats["train/infra_dropped"] == 1.0
+
+
+def test_serve_command_matches_what_training_needs(tiny_model_dir: Path) -> None:
+    import subprocess
+    import sys
+
+    repo = Path(__file__).resolve().parents[1]
+    proc = subprocess.run([sys.executable, "-m", "toolrl.cli.main", "serve", "--dry-run", "--port", "8555",
+                           f"model.path={tiny_model_dir}", "run.device=cpu", "rollout.vllm.max_model_len=300"],
+                          cwd=repo, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    command, url = proc.stdout.strip().splitlines()[-2:]
+    assert url == "http://127.0.0.1:8555"
+    assert "VLLM_SERVER_DEV_MODE=1" in command  # /collective_rpc for the weight reload
+    assert "-m vllm.entrypoints.openai.api_server" in command and f"--model {tiny_model_dir}" in command
+    assert "--logprobs-mode processed_logprobs" in command and "--max-model-len 300" in command
+    assert "--dtype float32" in command  # the trainer's CPU dtype: the logprob check compares like with like
