@@ -110,9 +110,15 @@ def local_run(model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path
 def _two_ranks(model_dir: Path, run: Path, **extra: object) -> subprocess.CompletedProcess:
     if not Path(LAUNCHER).exists():
         pytest.skip("the deepspeed launcher is not installed")
-    cmd = [LAUNCHER, "--num_gpus", "2", "--master_port", str(_free_port()), "--module", "toolrl.train.launch",
+    port = _free_port()
+    cmd = [LAUNCHER, "--num_gpus", "2", "--master_port", str(port), "--module", "toolrl.train.launch",
            "--out", str(run), *_overrides(model_dir, **extra)]
-    proc = subprocess.run(cmd, cwd=REPO, env=_env(), capture_output=True, text=True, timeout=900)
+    try:
+        proc = subprocess.run(cmd, cwd=REPO, env=_env(), capture_output=True, text=True, timeout=900)
+    finally:
+        # DeepSpeed's CPU all-reduce leaves a shared-memory buffer per rank (69 MB each) behind.
+        for f in Path("/dev/shm").glob(f"deepspeed_allreduce_buffer_*_{port}_*"):
+            f.unlink(missing_ok=True)
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-5000:]
     return proc
 
@@ -136,12 +142,16 @@ def _check_run(run: Path, local_run: Path, model_dir: Path) -> None:
 @pytest.mark.parametrize("tp,zero", [(2, 3), (1, 2)])
 def test_colocated_grpo_on_two_ranks(tp: int, zero: int, model_dir: Path, local_run: Path, tmp_path: Path) -> None:
     # ZeRO-3: the sync gathers one layer at a time; ZeRO-2: it reads the module's state_dict.
+    # Evaluation during training runs on rank 0: with TP 2 the other rank must replay its engine calls.
     run = tmp_path / "run"
     proc = _two_ranks(model_dir, run, rollout__placement="colocate", rollout__vllm__tensor_parallel_size=tp,
-                      deepspeed__zero_stage=zero)
+                      deepspeed__zero_stage=zero, eval__during_train_bench="arith", eval__during_train_limit=2,
+                      eval__every=2)
     assert f"{2 // tp} engine(s) x tensor parallel {tp} over 2 training ranks (external_launcher)" in proc.stderr
     assert "sleep mode is CUDA-only" in proc.stderr  # the update's sleep/wake is a logged no-op on CPU
     _check_run(run, local_run, model_dir)
+    evals = [r for r in _records(run) if any(k.startswith("eval/arith/") for k in r)]
+    assert [r["step"] for r in evals] == [2]
 
 
 @pytest.fixture()

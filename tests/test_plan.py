@@ -163,8 +163,6 @@ def test_train_refuses_a_layout_before_loading(tmp_path: Path) -> None:
 @pytest.mark.parametrize("overrides,world,message", [
     (["rollout.placement=local"], 2, "one in-process vLLM engine"),
     (["rollout.placement=colocate", "rollout.vllm.tensor_parallel_size=2"], 3, "does not divide"),
-    (["rollout.placement=colocate", "rollout.vllm.tensor_parallel_size=2", "eval.during_train_bench=aime24"], 2,
-     "evaluation during training"),
     (["rollout.placement=server"], 1, "needs rollout.servers"),
 ])
 def test_placement_rules(overrides: list[str], world: int, message: str) -> None:

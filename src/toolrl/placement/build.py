@@ -26,11 +26,6 @@ def check_placement(cfg: "RootConfig", world_size: int) -> None:
         if world_size % tp:
             raise ConfigError(f"rollout.vllm.tensor_parallel_size={tp} does not divide the {world_size} training ranks",
                               "pick a tensor_parallel_size that divides the number of ranks")
-        if tp > 1 and cfg.eval.during_train_bench:
-            raise ConfigError("evaluation during training runs on rank 0 alone, which a colocated engine with "
-                              f"tensor_parallel_size={tp} cannot do",
-                              "unset eval.during_train_bench (evaluate the checkpoints with `toolrl eval`), or use "
-                              "tensor_parallel_size=1 or rollout.placement=server")
     if r.placement == "server" and not r.servers:
         raise ConfigError("rollout.placement=server needs rollout.servers",
                           "start servers with `toolrl serve --config X` and pass rollout.servers=[http://HOST:PORT]")

@@ -21,6 +21,7 @@ import gc
 import logging
 import re
 from collections import OrderedDict
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
 
 from toolrl.placement.server import EngineCaps as ServerEngineCaps
@@ -196,6 +197,14 @@ class ColocatedEngine(VLLMEngine):
         self._vllm = _WithExtras(real, extras)
         try:
             llm = super()._build(weights_path)
+        except RuntimeError as e:
+            if "create shm" not in str(e):
+                raise
+            from toolrl.errors import ToolrlError
+
+            raise ToolrlError(f"vLLM could not create its shared-memory segment for the TP group ({e})",
+                              "a killed tensor-parallel CPU run leaves /dev/shm/*cpushm* behind: remove those of "
+                              "runs that are no longer alive") from None
         finally:
             self._vllm = real
         if self.group.rank == 0:
@@ -239,6 +248,25 @@ class ColocatedEngine(VLLMEngine):
         me = g.ranks.index(g.rank)
         start = sum(len(p) for p in parts[:me]) * n
         return trajs[start : start + len(parts[me]) * n]
+
+    @contextmanager
+    def solo(self) -> "Iterator[Any]":
+        """Rank 0 generates alone (e.g. evaluation during training) while every other rank waits: rank 0 gets an
+        engine whose calls its TP group replays; the group's other ranks replay them until rank 0 is done (they get
+        None); ranks of other groups get None at once."""
+        g = self.group
+        if g.tp == 1 or g.index != 0:
+            yield self if g.rank == 0 else None
+            return
+        if g.is_leader:
+            mirror = _MirrorLeader(self, g)
+            try:
+                yield mirror
+            finally:
+                mirror.finish()
+        else:
+            _follow(self, g)
+            yield None
 
     # ------------------------------------------------------------------------------- update and weights
     def sleep(self) -> None:

@@ -7,6 +7,7 @@ Steps are numbered from 1; a checkpoint of step k holds the state after k steps.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import shutil
@@ -279,14 +280,17 @@ class Run:
 
         cfg = self.cfg
         out: dict[str, float] = {}
+        # A colocated tensor-parallel engine needs its whole TP group: the others replay rank 0's engine calls.
+        solo = getattr(engine, "solo", None)
         with self.strategy.gathered_params(policy.module):
-            if self.strategy.is_main:
-                self.hooks.phase(f"evaluating on {cfg.eval.during_train_bench}")
-                problems = load_problems(cfg.eval.during_train_bench, cfg, cfg.eval.during_train_limit)
-                res = evaluate(problems, cfg=cfg, engine=engine, sandbox=sandbox, n=1,
-                               sampling=sampling_from_config(cfg, greedy=True))
-                name = Path(cfg.eval.during_train_bench).stem
-                out = {f"eval/{name}/{k}": float(v) for k, v in res.metrics.items() if isinstance(v, (int, float))}
+            with solo() if callable(solo) else _as_is(engine) as engine:
+                if self.strategy.is_main:
+                    self.hooks.phase(f"evaluating on {cfg.eval.during_train_bench}")
+                    problems = load_problems(cfg.eval.during_train_bench, cfg, cfg.eval.during_train_limit)
+                    res = evaluate(problems, cfg=cfg, engine=engine, sandbox=sandbox, n=1,
+                                   sampling=sampling_from_config(cfg, greedy=True))
+                    name = Path(cfg.eval.during_train_bench).stem
+                    out = {f"eval/{name}/{k}": float(v) for k, v in res.metrics.items() if isinstance(v, (int, float))}
             self.strategy.barrier()
         return out
 
@@ -337,6 +341,11 @@ class Run:
 
         return distill(self.cfg, self.run_dir, model_path=base_path, tokenizer=tokenizer, sandbox=sandbox,
                        device=self.device, hooks=self.hooks, strategy=self.strategy)
+
+
+@contextlib.contextmanager
+def _as_is(obj: Any) -> Any:
+    yield obj
 
 
 def train(cfg: RootConfig, run_dir: str | Path, *, resume: bool = False, hooks: Hooks | None = None) -> Path:
