@@ -105,8 +105,9 @@ class Trajectory:
 
     @property
     def infra_failed(self) -> bool:
-        """True when any call failed for infrastructure reasons: training drops such trajectories."""
-        return any(c.kind == ExecKind.INFRA for c in self.calls)
+        """True when any call, or the generation engine, failed for infrastructure reasons: training drops such
+        trajectories."""
+        return self.finish_reason == "infra_error" or any(c.kind == ExecKind.INFRA for c in self.calls)
 
     @property
     def code_failed(self) -> bool:

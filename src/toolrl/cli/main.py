@@ -22,7 +22,7 @@ app = typer.Typer(
 
 # Each module registers its commands; heavy libraries are imported inside the commands, so --help stays fast.
 _COMMAND_MODULES = ["train_cmd", "sweep_cmd", "eval_cmd", "inspect_cmd", "sandbox_cmd", "config_cmd", "export_cmd",
-                    "data_cmd", "analyze_cmd"]
+                    "data_cmd", "analyze_cmd", "plan_cmd", "serve_cmd"]
 
 
 def _version(value: bool) -> None:

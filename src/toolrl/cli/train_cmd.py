@@ -156,6 +156,9 @@ def train_command(
     rank = int(os.environ.get("RANK", "0"))
     cfg = load_train_config(config, resume, list(overrides or []))
     check(cfg, world)  # every training-specific rule, before any model loads
+    from toolrl.placement.fit import check_before_launch
+
+    check_before_launch(cfg, world)  # GPUs only: the memory plan of `toolrl plan` must fit
     if resume is not None:
         run_dir = resume
     else:

@@ -101,7 +101,7 @@ class ToolConfig:
 @dataclass
 class VLLMConfig:
     gpu_memory_utilization: float = _f(0.6, "Share of GPU memory vLLM may take (GPU only).")
-    tensor_parallel_size: int = _f(1, "GPUs one vLLM engine spans (GPU only).")
+    tensor_parallel_size: int = _f(1, "GPUs (ranks, with rollout.placement=colocate) one vLLM engine spans.")
     enforce_eager: bool = _f(True, "Skip CUDA-graph / torch.compile capture: faster start, slower decode.")
     kv_cache_space_gb: float = _f(2.0, "KV cache size on CPU (VLLM_CPU_KVCACHE_SPACE).")
     enable_prefix_caching: bool = _f(True, "Reuse the KV cache of the shared prefix after each observation.")
@@ -152,6 +152,19 @@ class RolloutConfig:
     )
     seed: int = _f(0, "Sampling seed.")
     trajectory_timeout_s: float = _f(900.0, "A trajectory still running after this long is cut (finish_reason=timeout).")
+    placement: str = _f(
+        "local",
+        "Where vLLM runs (rollout.backend=vllm): local = one in-process engine, single training process only; "
+        "colocate = an engine on every training rank (external_launcher; rollout.vllm.tensor_parallel_size ranks "
+        "per engine, the rest data parallel; asleep during the update on CUDA); server = separate "
+        "OpenAI-compatible vLLM servers (`toolrl serve`) listed in rollout.servers. docs/placement.md.",
+        ("local", "colocate", "server"),
+    )
+    servers: list[str] = _f(
+        [],
+        "rollout.placement=server: base URLs of the rollout servers, e.g. [http://10.0.0.5:8000]; requests are "
+        "spread across them. Weights reach them through a directory every server can read (the run directory).",
+    )
     vllm: VLLMConfig = field(default_factory=VLLMConfig)
 
 

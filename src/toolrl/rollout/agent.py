@@ -49,6 +49,7 @@ class TrajectoryState:
         self.started = time.monotonic()
         self._turn_ids: list[int] = []  # model tokens since the last observation (decoded together: exact text)
         self._pending_code: str | None = None
+        self.engine_error: str | None = None
 
     @property
     def session_id(self) -> str:
@@ -83,6 +84,10 @@ class TrajectoryState:
     def on_generated(self, out: GenOutput, gen_time_s: float = 0.0) -> str | None:
         """Append the model's tokens; return the code to execute next, or None (then check ``done``)."""
         self.traj.gen_time_s += gen_time_s
+        if out.error:  # the engine failed, not the model: stop here; training drops it (traj.infra_failed)
+            self.engine_error = out.error
+            self.finish("infra_error")
+            return None
         ids = list(out.token_ids)
         logprobs = list(out.logprobs) if out.logprobs is not None else None
         if self.traj.logprobs is None and logprobs is not None and not self.traj.response_ids:

@@ -49,6 +49,9 @@ class GenOutput:
     finish: EngineFinish
     stop_str: str | None = None  # which stop string ended it (finish == "stop")
     logprobs: list[float] | None = None  # (len(token_ids),) logprob of each sampled token, when available
+    # Set when the engine itself failed (e.g. its rollout server died): the trajectory becomes an infrastructure
+    # failure, dropped from training and never blamed on the model.
+    error: str | None = None
 
 
 @dataclass(frozen=True)

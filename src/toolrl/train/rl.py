@@ -113,10 +113,13 @@ class RLStep:
         sampling = sampling_from_config(self.cfg)
         # A different sampling seed per step and rank: the same seed would repeat the same samples every step.
         sampling.seed = None if sampling.seed is None else sampling.seed * 1_000_003 + self._step * 101 + self.strategy.rank
-        with self.strategy.gathered_params(self.policy.module):
-            trajs = run_rollouts(problems, engine=self.rollout_engine, sandbox=self.sandbox, cfg=self.cfg,
-                                 sampling=sampling, n=self.cfg.algo.n_samples,
-                                 progress=before_trajectory(progress, on_done))
+        def run(ps: list[Any], engine: Any) -> list[Trajectory]:
+            return run_rollouts(ps, engine=engine, sandbox=self.sandbox, cfg=self.cfg, sampling=sampling,
+                                n=self.cfg.algo.n_samples, progress=before_trajectory(progress, on_done))
+
+        with self._gathered(for_rollout=True):
+            in_group = getattr(self.rollout_engine, "run_in_group", None)  # colocated TP groups share a scheduler
+            trajs = in_group(problems, self.cfg.algo.n_samples, run) if callable(in_group) else run(problems, self.rollout_engine)
         for t in trajs:
             if t.reward is None:
                 score(t, self.cfg.reward, self.cfg.tool.format)
@@ -155,6 +158,9 @@ class RLStep:
             else:
                 batch = pack(kept, self.pad_id)
             batch = batch.to(self.policy.device)
+            sleep = getattr(self.rollout_engine, "sleep", None)  # a colocated engine frees the GPU for the update
+            if callable(sleep):
+                sleep()
             update_stats.update(self.updater.run(batch, self._plan(len(kept)), seed=self.cfg.run.seed * 7919 + step))
             update_stats.update(self._after_update())
         t_update = time.perf_counter() - t1
@@ -183,9 +189,21 @@ class RLStep:
         if not self.rollout_engine.caps.needs_weight_sync:
             return {}
         t0 = time.perf_counter()
-        with self.strategy.gathered_params(self.policy.module):
+        with self._gathered(for_rollout=False):
             info = self.rollout_engine.sync_weights(self.policy.module)
         out = {"time/sync_s": time.perf_counter() - t0}
         if isinstance(info, dict) and isinstance(info.get("mean"), (int, float)):
             out["sync/logprob_diff"] = float(info["mean"])
         return out
+
+    def _gathered(self, for_rollout: bool) -> Any:
+        """Full ZeRO-3 weights where the engine needs them: an engine generating with the live module (rollouts),
+        or a weight sync that reads the whole module; a colocated engine gathers layer by layer itself."""
+        import contextlib
+
+        engine = self.rollout_engine
+        if getattr(engine, "gathers_params_itself", False):
+            return contextlib.nullcontext()
+        if for_rollout and not engine.caps.shares_policy_weights:
+            return contextlib.nullcontext()
+        return self.strategy.gathered_params(self.policy.module)

@@ -8,6 +8,7 @@ Steps are numbered from 1; a checkpoint of step k holds the state after k steps.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
@@ -109,7 +110,10 @@ class Run:
     def _load_policy(self, path: str) -> Any:
         from toolrl.models import load_model
 
-        model = load_model(path, self._dtype(), self.device, self.cfg.model.trust_remote_code)
+        # ZeRO-3 on GPU: load on the host and let DeepSpeed move each model to the GPU as it partitions it, so a
+        # rank never holds the full policy and the full critic copy at once (toolrl.placement.plan, loading phase).
+        zero3_gpu = self.cfg.deepspeed.zero_stage == 3 and self.device.startswith("cuda")
+        model = load_model(path, self._dtype(), "cpu" if zero3_gpu else self.device, self.cfg.model.trust_remote_code)
         if self.cfg.train.gradient_checkpointing:
             model.gradient_checkpointing_enable()
         model.config.use_cache = False
@@ -234,7 +238,8 @@ class Run:
     def _rl(self, policy_path: str, tokenizer: Any, sandbox: Any) -> Path:
         import copy
 
-        from toolrl.rollout import build_engine
+        from toolrl.placement.build import build_rollout_engine
+        from toolrl.rollout import build_engine, choose_backend
         from toolrl.train.data import ProblemStream
         from toolrl.train.forward import ValueModel
         from toolrl.train.rl import RLStep
@@ -251,13 +256,16 @@ class Run:
             critic = self._engine(ValueModel(module), cfg.algo.critic_lr)
         if cfg.algo.kl_coef > 0:  # the reference is the starting policy, also when resuming from final/
             start = module if weights_path == policy_path else self._load_policy(policy_path)
-            ref = copy.deepcopy(start).eval().requires_grad_(False)
+            ref = copy.deepcopy(start).eval().requires_grad_(False).to(self.device)
         policy = self._engine(module, cfg.train.lr)
         rollout_cfg = copy.deepcopy(cfg)
         rollout_cfg.model.path = policy_path
-        # Engines that share the policy's weights generate with the live module; the others load policy_path.
-        engine = build_engine(rollout_cfg, model=policy.module, tokenizer=tokenizer, purpose="train")
-        self.hooks.header(engine.choice.header())
+        choice = choose_backend(rollout_cfg, "train")
+        if choice.name == "hf":  # shares the policy's weights: it generates with the live module
+            engine = build_engine(rollout_cfg, model=policy.module, tokenizer=tokenizer, choice=choice)
+        else:  # keeps its own copy of the weights, placed by rollout.placement, synced after every update
+            engine = build_rollout_engine(rollout_cfg, self.strategy, tokenizer, self.run_dir, choice=choice)
+        self.hooks.header(choice.header())
         stream = ProblemStream(self._train_problems(tokenizer), seed=cfg.data.shuffle_seed)
         if cfg.eval.during_train_bench:  # fail now, not at the first periodic evaluation, if a prompt cannot fit
             from toolrl.eval import load_problems
@@ -272,6 +280,8 @@ class Run:
             start = self._load_checkpoint(found, policy, critic, stream)
             if engine.caps.needs_weight_sync:
                 stepper._after_update()  # the engine started from the old weights
+        elif engine.caps.needs_weight_sync and cfg.rollout.placement == "server":
+            stepper._after_update()  # a rollout server serves whatever it loaded last: start from the policy's weights
         tracker = self.tracker
         if tracker is not None and self.resume:
             tracker.rewind(start)  # steps after the checkpoint are re-run: drop their old records
@@ -332,13 +342,16 @@ class Run:
 
         cfg = self.cfg
         out: dict[str, float] = {}
+        # A colocated tensor-parallel engine needs its whole TP group: the others replay rank 0's engine calls.
+        solo = getattr(engine, "solo", None)
         with self.strategy.gathered_params(policy.module):
-            if self.strategy.is_main:
-                n, sampling, protocol = eval_protocol(cfg)
-                self.hooks.phase(f"evaluating on {cfg.eval.during_train_bench} ({protocol})")
-                problems = load_problems(cfg.eval.during_train_bench, cfg, cfg.eval.during_train_limit)
-                res = evaluate(problems, cfg=cfg, engine=engine, sandbox=sandbox, n=n, sampling=sampling)
-                out = eval_metrics(Path(cfg.eval.during_train_bench).stem, res.metrics)
+            with solo() if callable(solo) else _as_is(engine) as engine:
+                if self.strategy.is_main:
+                    n, sampling, protocol = eval_protocol(cfg)
+                    self.hooks.phase(f"evaluating on {cfg.eval.during_train_bench} ({protocol})")
+                    problems = load_problems(cfg.eval.during_train_bench, cfg, cfg.eval.during_train_limit)
+                    res = evaluate(problems, cfg=cfg, engine=engine, sandbox=sandbox, n=n, sampling=sampling)
+                    out = eval_metrics(Path(cfg.eval.during_train_bench).stem, res.metrics)
             self.strategy.barrier()
         return out
 
@@ -416,6 +429,11 @@ class Run:
 
         return distill(self.cfg, self.run_dir, model_path=base_path, tokenizer=tokenizer, sandbox=sandbox,
                        device=self.device, hooks=self.hooks, strategy=self.strategy)
+
+
+@contextlib.contextmanager
+def _as_is(obj: Any) -> Any:
+    yield obj
 
 
 def train(cfg: RootConfig, run_dir: str | Path, *, resume: bool = False, hooks: Hooks | None = None) -> Path:
