@@ -173,4 +173,19 @@ def test_placement_rules(overrides: list[str], world: int, message: str) -> None
     with pytest.raises(ConfigError, match=message) as e:
         check_placement(cfg, world)
     assert e.value.hint
-    check_placement(load_config(None, ["rollout.backend=hf", *overrides]), world)  # hf: placement does not apply
+    hf = load_config(None, ["rollout.backend=hf", *overrides])
+    if hf.rollout.placement == "local":
+        check_placement(hf, world)  # hf engines share each rank's own module: any number of ranks
+    else:  # a placement that is not local places vLLM engines: asking for hf with it is a contradiction, not a no-op
+        with pytest.raises(ConfigError, match="places vLLM engines"):
+            check_placement(hf, world)
+
+
+def test_auto_backend_is_checked_once_resolved() -> None:
+    from toolrl.errors import ConfigError
+    from toolrl.placement.build import check_placement
+
+    cfg = load_config(None, ["rollout.backend=auto", "rollout.placement=local"])
+    check_placement(cfg, 2)  # before the model is at hand, auto may still resolve to hf
+    with pytest.raises(ConfigError, match="one in-process vLLM engine"):
+        check_placement(cfg, 2, backend="vllm")
