@@ -20,7 +20,7 @@ needs_data = pytest.mark.skipif(not (DATA / "train" / "math_aime_train.jsonl").i
                                 reason="the shared training set (TOOLRL_DATA_DIR/train) is not on this machine")
 
 # CPU-sized: the embedded SmolLM2-135M-Instruct (empty model.path), hf rollouts, no ZeRO, tiny batches and lengths.
-SMALL = ["model.path=null", "model.dtype=auto", "run.device=cpu", "rollout.backend=hf", "rollout.max_new_tokens=32",
+SMALL = ["model.path=null", "model.dtype=auto", "run.device=cpu", "rollout.backend=hf", "rollout.placement=local", "rollout.max_new_tokens=32",
          "rollout.batch_size=4", "train.steps=2", "train.prompts_per_step=2", "algo.n_samples=2",
          "algo.mini_batch_size=4", "algo.micro_batch_size=2", "deepspeed.zero_stage=0",
          "deepspeed.offload_optimizer=false", "train.gradient_checkpointing=false", "train.save_every=2",
@@ -78,7 +78,7 @@ def test_torl_eval_scores_every_aime25_problem(tmp_path: Path) -> None:
     out = tmp_path / "eval"
     proc = subprocess.run(
         [sys.executable, "-m", "toolrl.cli.main", "eval", "--config", "torl_1p5b", "--bench", "aime25", "--out",
-         str(out), "model.path=null", "model.dtype=auto", "run.device=cpu", "rollout.backend=hf",
+         str(out), "model.path=null", "model.dtype=auto", "run.device=cpu", "rollout.backend=hf", "rollout.placement=local",
          "rollout.max_new_tokens=16", "rollout.batch_size=32", "sandbox.pool_size=2"],
         cwd=REPO, env=env, capture_output=True, text=True, timeout=900,
     )
