@@ -293,3 +293,69 @@ def test_several_optimizer_steps_freeze_old_logprobs_first() -> None:
     stats = upd.run(batch, UpdatePlan(epochs=1, mini_batches=2, micro_batch_size=2))
     assert eng.steps == 2 and batch.old_logprobs is not None
     assert stats["approx_kl"] > 0  # the second mini-batch moved away from pi_old
+
+
+# -- the RL step's update gate --------------------------------------------------------------------------------
+
+class OneProcess:
+    """The collective surface of toolrl.train.strategy.Strategy for a single process (no DeepSpeed needed)."""
+
+    rank, world_size = 0, 1
+
+    def all_sum(self, values: list[float]) -> list[float]:
+        return list(values)
+
+    all_max = all_sum
+
+    def all_gather(self, obj):  # noqa: ANN001, ANN201
+        return [obj]
+
+    def gathered_params(self, module):  # noqa: ANN001, ANN201
+        import contextlib
+
+        return contextlib.nullcontext()
+
+
+def _rl_step(trajs: list[Trajectory], **algo: object):  # noqa: ANN202
+    """An RLStep whose rollout returns ``trajs``: everything after sampling (selection, gate, update) is real."""
+    from types import SimpleNamespace
+
+    from toolrl.config.schema import RootConfig
+    from toolrl.train.rl import RLStep
+
+    cfg = RootConfig()
+    cfg.train.prompts_per_step = len({t.problem.id for t in trajs})
+    for k, v in algo.items():
+        setattr(cfg.algo, k, v)
+    eng = FakeEngine(TinyLM())
+
+    class Fixed(RLStep):
+        def rollout(self, problems, progress=None):  # noqa: ANN001, ANN201
+            return trajs
+
+    stream = ProblemStream([t.problem for t in trajs])
+    step = Fixed(cfg, strategy=OneProcess(), policy=eng, tokenizer=SimpleNamespace(pad_token_id=PAD, eos_token_id=1),
+                 rollout_engine=object(), sandbox=None, stream=stream)  # type: ignore[arg-type]
+    return step, eng
+
+
+def test_filter_zero_signal_keeps_the_update_when_flat_groups_outnumber_signal_groups() -> None:
+    """One group with reward spread and two flat groups: the update must run (the gate once compared the flat
+    groups' count against the groups left *after* filtering, and skipped)."""
+    trajs = [
+        traj("s", [1], [("model", [2, 3])], 1.0), traj("s", [1], [("model", [4])], -1.0),
+        traj("f1", [1], [("model", [5])], -1.0), traj("f1", [1], [("model", [6])], -1.0),
+        traj("f2", [1], [("model", [7])], 1.0), traj("f2", [1], [("model", [8])], 1.0),
+    ]
+    for flt in (True, False):
+        step, eng = _rl_step(trajs, filter_zero_signal=flt, n_samples=2)
+        metrics = step.run(1).metrics
+        assert metrics["train/update_skipped"] == 0.0, f"filter_zero_signal={flt}"
+        assert eng.steps == 1 and metrics["groups/zero_signal"] == 2
+
+
+def test_update_is_skipped_when_no_group_has_signal() -> None:
+    trajs = [traj("f1", [1], [("model", [5])], -1.0), traj("f1", [1], [("model", [6])], -1.0)]
+    for flt in (True, False):
+        step, eng = _rl_step(trajs, filter_zero_signal=flt, n_samples=2)
+        assert step.run(1).metrics["train/update_skipped"] == 1.0 and eng.steps == 0

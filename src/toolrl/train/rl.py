@@ -79,6 +79,15 @@ def select_for_update(trajs: list[Trajectory], filter_zero_signal: bool) -> tupl
     return kept, stats
 
 
+def groups_with_signal(trajs: list[Trajectory]) -> int:
+    """Groups whose samples got different rewards (the only ones an outcome advantage can learn from)."""
+    if not trajs:
+        return 0
+    gids = torch.tensor(group_ids_of(trajs))
+    flat = zero_signal_mask(torch.tensor([float(t.reward or 0.0) for t in trajs]), gids)
+    return int(torch.unique(gids[~flat]).numel())
+
+
 class RLStep:
     """Holds the engines of an RL run and performs steps. Built by :mod:`toolrl.train.runner`."""
 
@@ -139,8 +148,8 @@ class RLStep:
         if needs_update and algo.name != "ppo" and algo.kl_coef == 0 and algo.entropy_coef == 0:
             # Outcome advantages are all zero when no group has reward spread: the update would change nothing
             # but the optimizer's moments, so skip its forward/backward (it is most of a CPU step).
-            groups = len({t.problem.id for t in kept})
-            has_signal = float(select_stats["groups/zero_signal"] < groups)
+            # Counted on what the update will see: after filtering, every kept group has signal.
+            has_signal = float(groups_with_signal(kept) > 0)
             needs_update = self.strategy.all_max([has_signal])[0] > 0
         update_stats["train/update_skipped"] = 0.0 if needs_update else 1.0
         if needs_update:
