@@ -298,3 +298,36 @@ def test_global_whitening_over_two_gloo_ranks_equals_whitening_the_concatenated_
     together = masked_whiten(x, mask)
     assert torch.allclose(torch.cat([out[0], out[1]]), together, atol=1e-6)
     assert not torch.allclose(out[0], masked_whiten(x[:3], mask[:3]), atol=1e-3)  # per-rank whitening differs
+
+
+# -- the shipped sweeps -----------------------------------------------------------------------------------------
+
+MECHANISMS = {  # sweep file -> (key, the value that switches the mechanism off)
+    "void_turn.yaml": ("void_turn_mask", False),
+    "roc.yaml": ("roc_oversample", 0),
+    "overlong.yaml": ("overlong_buffer", 0),
+    "loss_agg.yaml": ("loss_agg", "token-mean"),
+    "tis.yaml": ("tis_cap", None),
+    "dual_clip.yaml": ("dual_clip_c", None),
+    "paper/simpletir_void_turn.yaml": ("void_turn_mask", False),
+    "paper/rstar2_roc.yaml": ("roc_oversample", 0),
+    "paper/dapo_overlong.yaml": ("overlong_buffer", 0),
+    "paper/dr_grpo_loss_agg.yaml": ("loss_agg", "token-mean"),
+    "paper/tis_vllm.yaml": ("tis_cap", None),
+    "paper/retool_dual_clip.yaml": ("dual_clip_c", None),
+}
+
+
+@pytest.mark.parametrize("name", sorted(MECHANISMS))
+def test_each_stabiliser_has_a_sweep_that_loads_and_switches_it(name: str) -> None:
+    from pathlib import Path
+
+    from toolrl.sweep.spec import load_spec, validate_runs
+
+    path = Path(__file__).resolve().parents[1] / "sweeps" / name
+    runs = validate_runs(load_spec(path))  # the real loader: every run's full config is built and checked
+    key, off = MECHANISMS[name]
+    values = [getattr(cfg.algo, key) for _, cfg in runs]
+    assert off in values and any(v != off for v in values), values
+    if not name.startswith("paper/"):
+        assert all(cfg.model.path is None for _, cfg in runs)  # CPU-sized: the embedded model
