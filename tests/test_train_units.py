@@ -466,3 +466,13 @@ def test_tis_and_mismatch_kl_use_the_sampler_logprobs() -> None:
     # sequence mask with threshold 2: every response's geometric ratio e^3 is outside, nothing is trained
     masked, stats = run(-3.0, tis_seq_threshold=2.0)
     assert stats["tis/seq_masked"] == 1.0 and masked.abs().sum() == 0
+
+
+def test_mismatch_kl_is_logged_on_steps_that_skip_the_update() -> None:
+    flat = [traj("f1", [1], [("model", [5, 6])], -1.0), traj("f1", [1], [("model", [6, 7])], -1.0)]
+    for t in flat:
+        t.logprobs = [-1.0] * len(t.response_ids)  # what an engine reported
+    step, eng = _rl_step(flat, n_samples=2)
+    m = step.run(1).metrics
+    assert m["train/update_skipped"] == 1 and eng.steps == 0
+    assert m["mismatch_kl"] > 0  # TinyLM's logprobs are not -1 everywhere

@@ -227,6 +227,20 @@ class PolicyUpdater:
             add("value/mean", float(masked_mean(values.detach(), mask).item()), ntok)
         return shares
 
+    @torch.no_grad()
+    def measure_mismatch(self, batch: RolloutBatch, rows: int) -> dict[str, float]:
+        """``mismatch_kl`` on up to ``rows`` rows with one no-grad forward: for steps that skip the update (nothing
+        to learn from), so that the trainer/sampler mismatch is still logged every step."""
+        if batch.sampler_logprobs is None or batch.sampler_valid is None:
+            return {}
+        live = batch.sampler_valid.to(batch.mask.device) & batch.mask.bool().any(-1)
+        idx = torch.nonzero(live).squeeze(-1)[: max(1, rows)].tolist()
+        if not idx:
+            return {}
+        part = batch.select(idx)
+        lp, _ = response_logprobs(self.policy, part, self.temperature)
+        return {"mismatch_kl": mismatch_kl(lp, part.sampler_logprobs.to(lp.device), part.mask)}  # type: ignore[union-attr]
+
     def _mismatch(self, micro: RolloutBatch, train_lp: Tensor, add: Callable[[str, float, float], None]) -> Tensor | None:
         """Trainer vs sampler: log ``mismatch_kl`` every step; return TIS / sequence-mask weights when enabled."""
         algo = self.algo
