@@ -393,6 +393,9 @@ def test_void_turn_mask_gives_a_void_trajectory_zero_weight() -> None:
     assert [is_void(t) for t in _void_group([10])] == [False, True, False]
     cut = _text_traj("b", [("model", "still thinking", [3])], -1.0, finish="length")
     assert not is_void(cut)  # cut by the budget: the overlong options handle it, not the void filter
+    plain = _void_group([10])[1]
+    plain.extracted_answer = "1"  # the grader found an answer in the last turn (e.g. a last-number rule)
+    assert not is_void(plain)
 
     grads = {}
     for ids in ([10, 11], [12, 13]):  # same trajectories, different tokens in the void turn

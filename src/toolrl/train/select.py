@@ -40,18 +40,27 @@ def is_void(traj: Trajectory, tool_format: str = "torl") -> bool:
     """SimpleTIR's void turn: some turn of the trajectory holds neither a complete code block nor a final answer
     (typically the model ends its turn, e.g. with EOS right after an observation, having written nothing useful).
 
-    A turn that triggered an execution had a complete code block by construction. The last turn of a response cut
-    by the token budget, the time limit or a sandbox failure is not judged: it did not end by the model's choice
-    (``algo.overlong_filter`` handles truncation). A response with no model turn at all is void.
+    A turn that triggered an execution had a complete code block by construction. The last turn counts as holding
+    the final answer when the grader extracted one from the response (``traj.extracted_answer``, so the run's own
+    extraction rule decides, e.g. ReTool's last-number fallback); other turns need a ``\boxed{}`` (or answer tag).
+    The last turn of a response cut by the token budget, the time limit or a sandbox failure is not judged: it did
+    not end by the model's choice (``algo.overlong_filter`` handles truncation). A response with no model turn at
+    all is void.
     """
     turns = model_turns(traj)
     if not turns:
         return True
     code = _COMPLETE_CODE.get(tool_format, _COMPLETE_CODE["torl"])
-    judged = turns[:-1] if traj.finish_reason in _CUT else turns
-    for text in judged:
-        if code.search(text) is None and extract_answer(text, tool_format) is None:
-            return True
+    cut = traj.finish_reason in _CUT
+    for i, text in enumerate(turns):
+        last = i == len(turns) - 1
+        if last and cut:
+            continue
+        if code.search(text) is not None or extract_answer(text, tool_format) is not None:
+            continue
+        if last and traj.extracted_answer is not None:
+            continue
+        return True
     return False
 
 
