@@ -60,8 +60,9 @@ def mismatch_kl(
     """k3 estimate of KL(pi_sampler || pi_train) per model token, on tokens drawn from the sampler:
     ``mean(r - 1 - log r)`` with ``r = pi_train / pi_sampler``. 0 when both agree; never negative; finite always."""
     m = mask.bool()
-    lr = _log_ratio(train_logprobs, sampler_logprobs, m)
-    k3 = torch.where(m, torch.exp(lr) - 1.0 - lr, 0.0)
+    lr = _log_ratio(train_logprobs, sampler_logprobs, m).to(torch.float64)
+    # expm1 in float64: for the tiny log-ratios of a matched sampler, exp(x) - 1 - x in float32 is rounding noise
+    k3 = torch.where(m, torch.expm1(lr) - lr, 0.0).clamp_min(0.0)
     return float(k3.sum().item() / max(int(m.sum().item()), 1))
 
 
