@@ -475,7 +475,8 @@ def test_mismatch_kl_is_logged_on_steps_that_skip_the_update() -> None:
     flat = [traj("f1", [1], [("model", [5, 6])], -1.0), traj("f1", [1], [("model", [6, 7])], -1.0)]
     for t in flat:
         t.logprobs = [-1.0] * len(t.response_ids)  # what an engine reported
-    step, eng = _rl_step(flat, n_samples=2)
-    m = step.run(1).metrics
-    assert m["train/update_skipped"] == 1 and eng.steps == 0
-    assert m["mismatch_kl"] > 0  # TinyLM's logprobs are not -1 everywhere
+    for flt in (False, True):  # filtered out or not, the step's samples are measured
+        step, eng = _rl_step(flat, n_samples=2, filter_zero_signal=flt)
+        m = step.run(1).metrics
+        assert m["train/update_skipped"] == 1 and eng.steps == 0
+        assert m["mismatch_kl"] > 0  # TinyLM's logprobs are not -1 everywhere

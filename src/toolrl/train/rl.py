@@ -187,10 +187,16 @@ class RLStep:
             batch = batch.to(self.policy.device)
             update_stats.update(self.updater.run(batch, self._plan(len(kept)), seed=self.cfg.run.seed * 7919 + step))
             update_stats.update(self._after_update())
-        elif batch is not None and getattr(getattr(self.strategy, "ds", None), "zero_stage", 0) != 3:
-            # No update, but the sampler/trainer mismatch is still measured (one micro-batch, no graph). ZeRO-3
-            # would need every rank in the forward's all-gathers, so it logs mismatch_kl on update steps only.
-            update_stats.update(self.updater.measure_mismatch(batch.to(self.policy.device), algo.micro_batch_size))
+        elif getattr(getattr(self.strategy, "ds", None), "zero_stage", 0) != 3:
+            # No update, but the sampler/trainer mismatch is still measured (one micro-batch, no graph), on the
+            # trajectories filtering dropped if need be. ZeRO-3 would need every rank in the forward's
+            # all-gathers, so it logs mismatch_kl on update steps only.
+            probe = batch if batch is not None else ([t for t in trajs if not t.infra_failed and t.response_ids]
+                                                     [: algo.micro_batch_size])
+            if isinstance(probe, list):
+                probe = pack(probe, self.pad_id) if probe else None
+            if probe is not None:
+                update_stats.update(self.updater.measure_mismatch(probe.to(self.policy.device), algo.micro_batch_size))
         t_update = time.perf_counter() - t1
 
         everyone = [t for part in self.strategy.all_gather(trajs) for t in part]
