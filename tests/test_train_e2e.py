@@ -231,3 +231,30 @@ def test_grpo_with_vllm_rollouts_syncs_weights(embedded_model_dir: Path, tmp_pat
     assert [r["step"] for r in records] == [1, 2]
     for r in records:  # the engine served the updated weights after every update (its own logprob check passed)
         assert r["time/sync_s"] > 0 and r["sync/logprob_diff"] < 1e-2
+
+
+def test_grpo_with_every_stabiliser_on(tiny_model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every stabiliser at once through the real trainer: the run completes, the policy moves, and each logs that
+    it was active (mismatch_kl from the hf engine's sampler logprobs, RoC's dropped samples, ...). Overlong
+    filtering stays off: the tiny model's 12-token responses are all cut by the budget, so it would mask every row
+    (the step is then skipped, which the second half checks)."""
+    from toolrl.tracking import read
+
+    before = _params(tiny_model_dir)
+    final = _run(tiny_model_dir, tmp_path / "run", monkeypatch, algo__roc_oversample=6, algo__void_turn_mask="true",
+                 algo__overlong_buffer=4, algo__tis_cap=2.0, algo__tis_seq_threshold=50.0,
+                 algo__dual_clip_c=3.0, algo__loss_agg="prompt-mean", algo__mini_batch_size=4, algo__kl_clamp=10.0)
+    _assert_all_changed(before, _params(final))
+    last = [r for r in read(tmp_path / "run") if r["step"] >= 1][-1]
+    assert last["roc/dropped"] == 2 * 2  # 2 prompts x (6 sampled - 4 kept)
+    for key in ("mismatch_kl", "tis/clip_frac", "tis/seq_masked", "clip_frac_lower", "train/void_turns",
+                "train/void_masked", "train/overlong_masked", "train/overlong_penalized", "loss/policy"):
+        assert key in last, key
+    assert last["mismatch_kl"] >= 0 and last["mismatch_kl"] < 1e-2  # hf samples with the trained module itself
+    assert last["train/update_skipped"] == 0 and last["train/overlong_penalized"] > 0
+
+    _run(tiny_model_dir, tmp_path / "masked", monkeypatch, algo__overlong_filter="true", train__steps=1)
+    last = [r for r in read(tmp_path / "masked") if r["step"] >= 1][-1]
+    assert last["train/overlong_masked"] > 0
+    # every row masked (8 = 2 prompts x 4 samples, all cut) means nothing to learn from: the update is skipped
+    assert (last["train/overlong_masked"] == 8) == (last["train/update_skipped"] == 1)

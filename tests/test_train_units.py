@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import math
+import random
 from pathlib import Path
 
 import pytest
@@ -125,7 +127,7 @@ def _group() -> list[Trajectory]:
     ]
 
 
-@pytest.mark.parametrize("agg", ["token_mean", "seq_mean"])
+@pytest.mark.parametrize("agg", ["token_mean", "seq_mean", "seq-mean-token-sum-norm", "prompt-mean"])
 def test_micro_batching_equals_one_big_batch(agg: str) -> None:
     full = _accumulated_grad(_group(), micro=5, agg=agg)
     split = _accumulated_grad(_group(), micro=2, agg=agg)
@@ -293,3 +295,188 @@ def test_several_optimizer_steps_freeze_old_logprobs_first() -> None:
     stats = upd.run(batch, UpdatePlan(epochs=1, mini_batches=2, micro_batch_size=2))
     assert eng.steps == 2 and batch.old_logprobs is not None
     assert stats["approx_kl"] > 0  # the second mini-batch moved away from pi_old
+
+
+# -- the RL step's update gate --------------------------------------------------------------------------------
+
+class OneProcess:
+    """The collective surface of toolrl.train.strategy.Strategy for a single process (no DeepSpeed needed)."""
+
+    rank, world_size = 0, 1
+
+    def all_sum(self, values: list[float]) -> list[float]:
+        return list(values)
+
+    all_max = all_sum
+
+    def all_gather(self, obj):  # noqa: ANN001, ANN201
+        return [obj]
+
+    def gathered_params(self, module):  # noqa: ANN001, ANN201
+        import contextlib
+
+        return contextlib.nullcontext()
+
+
+def _rl_step(trajs: list[Trajectory], **algo: object):  # noqa: ANN202
+    """An RLStep whose rollout returns ``trajs``: everything after sampling (selection, gate, update) is real."""
+    from types import SimpleNamespace
+
+    from toolrl.config.schema import RootConfig
+    from toolrl.train.rl import RLStep
+
+    cfg = RootConfig()
+    cfg.train.prompts_per_step = len({t.problem.id for t in trajs})
+    for k, v in algo.items():
+        setattr(cfg.algo, k, v)
+    eng = FakeEngine(TinyLM())
+
+    class Fixed(RLStep):
+        def rollout(self, problems, progress=None):  # noqa: ANN001, ANN201
+            return trajs
+
+    stream = ProblemStream([t.problem for t in trajs])
+    step = Fixed(cfg, strategy=OneProcess(), policy=eng, tokenizer=SimpleNamespace(pad_token_id=PAD, eos_token_id=1),
+                 rollout_engine=object(), sandbox=None, stream=stream)  # type: ignore[arg-type]
+    return step, eng
+
+
+def test_filter_zero_signal_keeps_the_update_when_flat_groups_outnumber_signal_groups() -> None:
+    """One group with reward spread and two flat groups: the update must run (the gate once compared the flat
+    groups' count against the groups left *after* filtering, and skipped)."""
+    trajs = [
+        traj("s", [1], [("model", [2, 3])], 1.0), traj("s", [1], [("model", [4])], -1.0),
+        traj("f1", [1], [("model", [5])], -1.0), traj("f1", [1], [("model", [6])], -1.0),
+        traj("f2", [1], [("model", [7])], 1.0), traj("f2", [1], [("model", [8])], 1.0),
+    ]
+    for flt in (True, False):
+        step, eng = _rl_step(trajs, filter_zero_signal=flt, n_samples=2)
+        metrics = step.run(1).metrics
+        assert metrics["train/update_skipped"] == 0.0, f"filter_zero_signal={flt}"
+        assert eng.steps == 1 and metrics["groups/zero_signal"] == 2
+
+
+def test_update_is_skipped_when_no_group_has_signal() -> None:
+    trajs = [traj("f1", [1], [("model", [5])], -1.0), traj("f1", [1], [("model", [6])], -1.0)]
+    for flt in (True, False):
+        step, eng = _rl_step(trajs, filter_zero_signal=flt, n_samples=2)
+        assert step.run(1).metrics["train/update_skipped"] == 1.0 and eng.steps == 0
+
+
+# -- stabiliser selection steps inside the RL step --------------------------------------------------------------
+
+def _text_traj(pid: str, turns: list[tuple[str, str, list[int]]], reward: float, finish: str = "eos",
+               correct: bool | None = None, calls: list[ExecKind] | None = None) -> Trajectory:
+    t = Trajectory(problem=Problem(pid, "q", "1"), sample_index=0, prompt_text="", prompt_ids=[1, 2])
+    for kind, text, ids in turns:
+        t.append(kind, text, ids)  # type: ignore[arg-type]
+    t.reward, t.finish_reason = reward, finish  # type: ignore[assignment]
+    t.correct = reward > 0 if correct is None else correct
+    t.calls = [ToolCall(code="", kind=k, observation="") for k in (calls or [])]
+    return t
+
+
+def _void_group(void_ids: list[int]) -> list[Trajectory]:
+    code = "```python\nprint(1)\n```\n"
+    return [
+        _text_traj("a", [("model", code, [3, 4]), ("observation", "```output\n1\n```", [5]), ("model", "\\boxed{1}", [6])], 1.0,
+                   calls=[ExecKind.OK]),
+        _text_traj("a", [("model", code, [3, 7]), ("observation", "```output\n1\n```", [5]), ("model", "hmm", void_ids)], -1.0,
+                   calls=[ExecKind.OK]),  # a void last turn: neither code nor an answer
+        _text_traj("a", [("model", "so \\boxed{2}", [8, 9])], -1.0),
+    ]
+
+
+def test_void_turn_mask_gives_a_void_trajectory_zero_weight() -> None:
+    from toolrl.train.select import is_void
+
+    assert [is_void(t) for t in _void_group([10])] == [False, True, False]
+    cut = _text_traj("b", [("model", "still thinking", [3])], -1.0, finish="length")
+    assert not is_void(cut)  # cut by the budget: the overlong options handle it, not the void filter
+    plain = _void_group([10])[1]
+    plain.extracted_answer = "1"  # the grader found an answer in the last turn (e.g. a last-number rule)
+    assert not is_void(plain)
+
+    grads = {}
+    for ids in ([10, 11], [12, 13]):  # same trajectories, different tokens in the void turn
+        step, eng = _rl_step(_void_group(ids), void_turn_mask=True, n_samples=3)
+        m = step.run(1).metrics
+        assert m["train/void_masked"] == 1 and m["train/update_skipped"] == 0
+        grads[tuple(ids)] = _grads(eng.module)
+    assert torch.allclose(grads[(10, 11)], grads[(12, 13)], atol=1e-7)  # its tokens carry no weight
+    step, eng = _rl_step(_void_group([12, 13]), void_turn_mask=False, n_samples=3)
+    assert step.run(1).metrics["train/void_turns"] == 1
+    assert not torch.allclose(_grads(eng.module), grads[(12, 13)])  # without the filter they do
+
+
+def test_overlong_filter_and_soft_penalty_act_and_are_counted() -> None:
+    group = [
+        _text_traj("a", [("model", "\\boxed{1}", [3] * 3)], 1.0),
+        _text_traj("a", [("model", "\\boxed{1} and on", [4] * 9)], 1.0, finish="length"),
+        _text_traj("a", [("model", "\\boxed{2}", [5] * 7)], -1.0),
+    ]
+    step, _ = _rl_step(group, overlong_filter=True, n_samples=3)
+    step.cfg.rollout.max_new_tokens = 9
+    assert step.run(1).metrics["train/overlong_masked"] == 1
+    # soft penalty over the last 4 of 9 tokens: lengths 3, 9, 7 -> 0, -1, -0.5 (the two right answers now differ)
+    from toolrl.train.select import train_rewards
+
+    rewards, stats = train_rewards(group, AlgoConfig(overlong_buffer=4), max_new_tokens=9)
+    assert rewards.tolist() == pytest.approx([1.0, 0.0, -1.5]) and stats["train/overlong_penalized"] == 2
+
+
+def test_roc_select_keeps_failures_and_the_cleanest_successes_of_each_group() -> None:
+    from toolrl.train.rl import select_for_update
+
+    ok, err = ExecKind.OK, ExecKind.ERROR
+    group = [_text_traj("a", [("model", "x \\boxed{1}", [3])], 1.0, calls=c) for c in ([ok], [err, ok], [err, err, ok], [ok])]
+    group += [_text_traj("a", [("model", "\\boxed{2}", [4])], -1.0, calls=[ok]) for _ in range(4)]
+    kept, stats = select_for_update(group, False, roc_keep=4, rng=random.Random(0))
+    assert len(kept) == 4 and stats["roc/dropped"] == 4 and stats["roc/dropped_correct"] == 2
+    successes = [t for t in kept if t.correct]
+    assert len(successes) == 2 and all(len(t.calls) == 1 for t in successes)  # the two without tool errors
+    assert stats["roc/kept_penalty"] == 0.0 and stats["roc/dropped_penalty"] == pytest.approx(0.5 + 2 / 3)
+
+
+def test_tis_and_mismatch_kl_use_the_sampler_logprobs() -> None:
+    from toolrl.train.forward import response_logprobs
+
+    def run(shift: float | None, **algo: object) -> tuple[torch.Tensor, dict[str, float]]:
+        model = TinyLM()
+        batch = pack(_group(), PAD)
+        if shift is not None:  # the sampler's logprobs: the trainer's own, shifted
+            with torch.no_grad():
+                lp, _ = response_logprobs(model, batch, 1.0)
+            batch.sampler_logprobs = lp + shift
+            batch.sampler_valid = torch.ones(batch.size, dtype=torch.bool)
+        else:
+            batch.sampler_valid = torch.zeros(batch.size, dtype=torch.bool)
+        upd = PolicyUpdater(FakeEngine(model), AlgoConfig(name="grpo", **algo), temperature=1.0)  # type: ignore[arg-type]
+        stats = upd.run(batch, UpdatePlan(epochs=1, mini_batches=1, micro_batch_size=2))
+        return _grads(model), stats
+
+    plain, stats = run(None)
+    assert "mismatch_kl" not in stats  # no sampler logprobs, nothing to compare
+    same, stats = run(0.0, tis_cap=2.0)
+    assert stats["mismatch_kl"] == pytest.approx(0.0, abs=1e-6) and torch.allclose(same, plain, atol=1e-6)
+    # sampler more confident by 1 nat everywhere: ratio e^-1 below the cap, every token's term scaled by it
+    lower, stats = run(1.0, tis_cap=2.0)
+    assert stats["mismatch_kl"] == pytest.approx(math.exp(-1), rel=1e-4)  # k3: r - 1 - log r with r = e^-1
+    assert torch.allclose(lower, plain * math.exp(-1), atol=1e-6)
+    # sampler less confident by 3 nats: ratio e^3 clipped at the cap 2
+    capped, stats = run(-3.0, tis_cap=2.0)
+    assert stats["tis/clip_frac"] == 1.0 and torch.allclose(capped, plain * 2.0, atol=1e-5)
+    # sequence mask with threshold 2: every response's geometric ratio e^3 is outside, nothing is trained
+    masked, stats = run(-3.0, tis_seq_threshold=2.0)
+    assert stats["tis/seq_masked"] == 1.0 and masked.abs().sum() == 0
+
+
+def test_mismatch_kl_is_logged_on_steps_that_skip_the_update() -> None:
+    flat = [traj("f1", [1], [("model", [5, 6])], -1.0), traj("f1", [1], [("model", [6, 7])], -1.0)]
+    for t in flat:
+        t.logprobs = [-1.0] * len(t.response_ids)  # what an engine reported
+    for flt in (False, True):  # filtered out or not, the step's samples are measured
+        step, eng = _rl_step(flat, n_samples=2, filter_zero_signal=flt)
+        m = step.run(1).metrics
+        assert m["train/update_skipped"] == 1 and eng.steps == 0
+        assert m["mismatch_kl"] > 0  # TinyLM's logprobs are not -1 everywhere

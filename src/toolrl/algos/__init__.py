@@ -17,10 +17,38 @@ from toolrl.algos.advantages import (
     zero_signal_mask,
 )
 from toolrl.algos.logits import entropy_from_logits, token_logprobs
-from toolrl.algos.losses import aggregate, kl_penalty, masked_mean, policy_loss, value_loss
+from toolrl.algos.losses import (
+    LOSS_AGG_MODES,
+    agg_units,
+    agg_weights,
+    aggregate,
+    canonical_loss_agg,
+    dual_clip_loss,
+    kl_penalty,
+    masked_mean,
+    policy_loss,
+    value_loss,
+)
+from toolrl.algos.stabilisers import (
+    mismatch_kl,
+    overlong_penalty,
+    roc_downsample,
+    sequence_mismatch_keep,
+    truncated_is_weights,
+)
 
 __all__ = [
+    "LOSS_AGG_MODES",
+    "agg_units",
+    "agg_weights",
     "aggregate",
+    "canonical_loss_agg",
+    "dual_clip_loss",
+    "mismatch_kl",
+    "overlong_penalty",
+    "roc_downsample",
+    "sequence_mismatch_keep",
+    "truncated_is_weights",
     "broadcast_to_tokens",
     "entropy_from_logits",
     "gae_advantages",

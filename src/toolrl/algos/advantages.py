@@ -182,11 +182,22 @@ def masked_whiten(
     x: Tensor,  # (B, T)
     mask: Tensor,  # (B, T)
     eps: float = 1e-8,
+    reduce: Callable[[list[float]], list[float]] | None = None,
 ) -> Tensor:  # (B, T)
-    """Normalise to zero mean, unit variance over masked-in positions (PPO advantage whitening); 0 elsewhere."""
+    """Normalise to zero mean, unit variance over masked-in positions (PPO advantage whitening); 0 elsewhere.
+
+    The variance is the unbiased one (divided by n - 1), as verl's ``masked_whiten`` uses. ``reduce`` sums a list
+    of numbers over every data-parallel rank (``Strategy.all_sum``): with it the mean and variance are those of
+    the global batch, the same on every rank, exactly as if the ranks' tokens were concatenated (verl whitens the
+    whole batch in one place). Without it the statistics are this process's own.
+    """
     m = mask.bool()
-    n = m.sum().clamp_min(1)
-    xm = torch.where(m, x, 0.0)
-    mean = xm.sum() / n
-    var = (torch.where(m, x - mean, 0.0) ** 2).sum() / n
-    return torch.where(m, (x - mean) * torch.rsqrt(var + eps), 0.0)
+    total = reduce or (lambda v: v)
+    xm = torch.where(m, x, 0.0).to(torch.float64)
+    n, s = total([float(m.sum().item()), float(xm.sum().item())])
+    mean = s / max(n, 1.0)
+    # Second pass over deviations (not sum of squares minus square of sums): no cancellation in float.
+    (ss,) = total([float((torch.where(m, x.to(torch.float64) - mean, 0.0) ** 2).sum().item())])
+    var = ss / (n - 1.0) if n > 1 else 0.0
+    scale = 1.0 / (var + eps) ** 0.5
+    return torch.where(m, ((x.to(torch.float64) - mean) * scale).to(x.dtype), torch.zeros((), dtype=x.dtype, device=x.device))

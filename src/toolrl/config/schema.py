@@ -316,15 +316,59 @@ class AlgoConfig:
     micro_batch_size: int = _f(4, "Trajectories per forward/backward (gradient accumulation fills the mini-batch).")
     clip_low: float = _f(0.2, "PPO ratio clip below 1.")
     clip_high: float = _f(0.28, "PPO ratio clip above 1 (clip-higher when > clip_low).")
-    dual_clip_c: Optional[float] = _f(
-        None, "Dual-clip PPO lower bound c for negative advantages (verl clip_ratio_c); empty = off."
+    loss_agg: str = _f(
+        "token-mean",
+        "How token losses become one number: token-mean (DAPO: every token weighs the same), seq-mean-token-mean "
+        "(GRPO paper: every response weighs the same), seq-mean-token-sum-norm (Dr. GRPO: token sums over a "
+        "constant, algo.loss_agg_norm), prompt-mean (every prompt's group weighs the same). token_mean and seq_mean "
+        "are old names of the first two (accepted, with a warning).",
+        ("token-mean", "seq-mean-token-mean", "seq-mean-token-sum-norm", "prompt-mean", "token_mean", "seq_mean"),
     )
-    loss_agg: str = _f("token_mean", "How token losses become one number.", ("token_mean", "seq_mean"))
+    loss_agg_norm: Optional[int] = _f(
+        None, "Dr. GRPO's constant divisor for seq-mean-token-sum-norm (its MAX_TOKENS); empty = rollout.max_new_tokens."
+    )
+    dual_clip_c: Optional[float] = _f(
+        None, "Dual-clip PPO lower bound c for negative advantages (verl clip_ratio_c, Ye et al. 2020); empty = off"
+    )
     kl_coef: float = _f(0.0, "KL-to-reference weight; 0 = no reference model is loaded.")
     kl_estimator: str = _f("k3", "KL estimator.", ("k1", "k3"))
+    kl_clamp: Optional[float] = _f(
+        None, "Bound on each token's KL estimate (verl clamps k3 at 10; TRL does not); empty = no bound."
+    )
     entropy_coef: float = _f(0.0, "Entropy bonus weight.")
     norm_adv_by_std: bool = _f(True, "GRPO: divide group-centred rewards by the group's std.")
     filter_zero_signal: bool = _f(False, "Drop groups whose samples all got the same reward (dynamic sampling).")
+    void_turn_mask: bool = _f(
+        False,
+        "SimpleTIR void-turn filtering (Xue et al. 2025): a trajectory with a turn that has neither a complete code "
+        "block nor a final answer gets zero weight in the update (its reward still counts in its group's baseline).",
+    )
+    overlong_filter: bool = _f(
+        False, "DAPO overlong filtering (Yu et al. 2025): responses cut by the token budget are masked out of the loss."
+    )
+    overlong_buffer: int = _f(
+        0,
+        "DAPO soft over-long punishment: over the last this-many tokens of rollout.max_new_tokens (L_cache) the "
+        "reward falls linearly by up to algo.overlong_penalty_factor; 0 = off. DAPO: 4096 of 20480.",
+    )
+    overlong_penalty_factor: float = _f(1.0, "DAPO soft over-long punishment: the penalty at the budget.")
+    roc_oversample: int = _f(
+        0,
+        "GRPO-RoC (rStar2-Agent, Resample-on-Correct): roll out this many samples per prompt, then keep "
+        "algo.n_samples: failures uniformly at random, successes with the fewest tool errors and format issues "
+        "first, in the group's failure/success proportion. 0 = off; rStar2-Agent: 32 for 16.",
+    )
+    tis_cap: Optional[float] = _f(
+        None,
+        "Truncated importance sampling (TIS, Yao et al. 2025): weight each token's policy-gradient term by "
+        "min(pi_train / pi_sampler, cap) using the rollout engine's logprobs; empty = off (mismatch_kl is logged "
+        "either way). The TIS authors use 2.",
+    )
+    tis_seq_threshold: Optional[float] = _f(
+        None,
+        "Sequence-level mismatch mask: drop a response from the loss when its geometric-mean pi_train / pi_sampler "
+        "ratio is outside [1/threshold, threshold] (verl's geometric rejection); empty = off.",
+    )
     gamma: float = _f(1.0, "PPO/GAE discount.")
     lam: float = _f(1.0, "PPO/GAE lambda.")
     value_clip: float = _f(0.2, "PPO value-function clip.")

@@ -35,6 +35,9 @@ class RolloutBatch:
     old_logprobs: Tensor | None = None  # (B, T) log pi_old of each response token
     ref_logprobs: Tensor | None = None  # (B, T) log pi_ref (only when kl_coef > 0)
     old_values: Tensor | None = None  # (B, T) value predictions at collection time (PPO)
+    sampler_logprobs: Tensor | None = None  # (B, T) the rollout engine's logprobs of the sampled tokens
+    sampler_valid: Tensor | None = None  # (B,) bool: the engine reported logprobs for this row
+    loss_weights: Tensor | None = None  # (B, T) aggregation weights over the mini-batch (algos.agg_weights)
 
     @property
     def size(self) -> int:
@@ -88,6 +91,13 @@ def pack(trajs: Sequence[Trajectory], pad_id: int, group_ids: Sequence[int] | No
     position_ids = (attn.cumsum(-1) - 1).clamp_min(0)
     rewards = torch.tensor([float(t.reward if t.reward is not None else 0.0) for t in trajs], dtype=torch.float32)
     gids = torch.tensor(list(group_ids) if group_ids is not None else group_ids_of(trajs), dtype=torch.long)
+    # Sampler logprobs (vllm and hf engines report them): rows without a full list are marked invalid.
+    sampler = torch.zeros((B, T), dtype=torch.float32)
+    valid = torch.zeros(B, dtype=torch.bool)
+    for b, t in enumerate(trajs):
+        if t.logprobs is not None and len(t.logprobs) == len(t.response_ids) and t.response_ids:
+            sampler[b, : len(t.logprobs)] = torch.tensor(t.logprobs, dtype=torch.float32)
+            valid[b] = True
     return RolloutBatch(
         input_ids=input_ids,
         attention_mask=attn,
@@ -96,6 +106,8 @@ def pack(trajs: Sequence[Trajectory], pad_id: int, group_ids: Sequence[int] | No
         mask=mask,
         rewards=rewards,
         group_ids=gids,
+        sampler_logprobs=sampler,
+        sampler_valid=valid,
     )
 
 
@@ -134,7 +146,9 @@ def chunks(n: int, size: int) -> list[list[int]]:
     return [list(range(i, min(i + size, n))) for i in range(0, n, size)]
 
 
-def loss_units(mask: Tensor, agg: str) -> float:
-    """What a loss is averaged over: model tokens (token_mean) or responses with a model token (seq_mean)."""
-    m = mask.bool()
-    return float(m.sum().item() if agg == "token_mean" else m.any(dim=-1).sum().item())
+def loss_units(mask: Tensor, agg: str, group_ids: Tensor | None = None) -> float:
+    """What a loss is averaged over: model tokens (token-mean), responses with a model token (seq-mean modes), or
+    prompts with a model token (prompt-mean). See :func:`toolrl.algos.agg_units`."""
+    from toolrl.algos.losses import agg_units
+
+    return agg_units(mask, agg, group_ids)  # type: ignore[arg-type]

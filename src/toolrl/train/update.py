@@ -15,6 +15,7 @@ import torch
 from torch import Tensor
 
 from toolrl.algos import (
+    agg_weights,
     aggregate,
     broadcast_to_tokens,
     gae_advantages,
@@ -27,6 +28,8 @@ from toolrl.algos import (
     rloo_advantages,
     value_loss,
 )
+from toolrl.algos.losses import canonical_loss_agg
+from toolrl.algos.stabilisers import mismatch_kl, sequence_mismatch_keep, truncated_is_weights
 from toolrl.config.schema import AlgoConfig
 from toolrl.train.batch import RolloutBatch, chunks, loss_units
 from toolrl.train.forward import response_logprobs, response_values
@@ -43,11 +46,13 @@ def outcome_advantages(batch: RolloutBatch, algo: AlgoConfig) -> Tensor:  # (B, 
     return broadcast_to_tokens(adv, batch.mask)
 
 
-def gae(batch: RolloutBatch, values: Tensor, algo: AlgoConfig) -> tuple[Tensor, Tensor]:
-    """PPO: GAE over model tokens only (observation runs are skipped), advantages whitened over the batch."""
+def gae(batch: RolloutBatch, values: Tensor, algo: AlgoConfig,
+        all_sum: Callable[[list[float]], list[float]] | None = None) -> tuple[Tensor, Tensor]:
+    """PPO: GAE over model tokens only (observation runs are skipped), advantages whitened over the global batch
+    (``all_sum`` sums over ranks, as verl whitens the whole batch; without it, over this rank's rows)."""
     token_rewards = outcome_token_rewards(batch.rewards, batch.mask)
     adv, returns = gae_advantages(token_rewards, values, batch.mask, algo.gamma, algo.lam)
-    return masked_whiten(adv, batch.mask), returns
+    return masked_whiten(adv, batch.mask, reduce=all_sum), returns
 
 
 def split_even(n: int, parts: int) -> list[list[int]]:
@@ -90,11 +95,14 @@ class PolicyUpdater:
     ``backward``/``step``/``set_gradient_accumulation_boundary``), ``ref`` a frozen module or None."""
 
     def __init__(self, policy: Any, algo: AlgoConfig, temperature: float, *, critic: Any = None, ref: Any = None,
-                 reduce: ReduceFn = _local, world_size: int = 1) -> None:
+                 reduce: ReduceFn = _local, world_size: int = 1, max_len: int | None = None) -> None:
         self.policy = policy
         self.critic = critic
         self.ref = ref
         self.algo = algo
+        self.agg = canonical_loss_agg(algo.loss_agg, warn=True)
+        # seq-mean-token-sum-norm divides by a constant: Dr. GRPO's MAX_TOKENS (the response budget).
+        self.max_len = algo.loss_agg_norm or max_len
         self.temperature = temperature
         self.reduce = reduce
         self.world_size = world_size
@@ -112,7 +120,8 @@ class PolicyUpdater:
             if self.critic is None:
                 raise ValueError("PPO needs a critic")
             batch.old_values = self._forward_all(batch, mb, lambda b: response_values(self.critic, b))
-            batch.advantages, batch.returns = gae(batch, batch.old_values, self.algo)
+            batch.advantages, batch.returns = gae(batch, batch.old_values, self.algo,
+                                                  lambda v: self.reduce(v, "sum"))
         else:
             batch.advantages = outcome_advantages(batch, self.algo)
         if plan.optimizer_steps > 1:
@@ -141,9 +150,13 @@ class PolicyUpdater:
                 mini = batch.select(order[mini_idx]) if mini_idx else batch.select([0])
                 if not mini_idx:  # this rank ran out of rows: a zero-weight stand-in keeps collectives in step
                     mini.mask = torch.zeros_like(mini.mask)
-                units = self.reduce([loss_units(mini.mask, self.algo.loss_agg)], "sum")[0] / self.world_size
+                # Weights over the whole mini-batch and a global unit count make every aggregation mode exact
+                # under micro-batching and across ranks (DeepSpeed averages gradients, hence / world_size).
+                mini.loss_weights = agg_weights(mini.mask, self.agg, mini.group_ids, self.max_len)  # type: ignore[arg-type]
+                units = self.reduce([loss_units(mini.mask, self.agg, mini.group_ids)], "sum")[0] / self.world_size
                 micro_rows = chunks(mini.size, plan.micro_batch_size)
                 n_micro = int(self.reduce([float(len(micro_rows))], "max")[0])
+                mini_loss: dict[str, float] = {}
                 for i in range(n_micro):
                     boundary = i == n_micro - 1
                     if i < len(micro_rows):
@@ -151,8 +164,10 @@ class PolicyUpdater:
                     else:
                         micro = mini.select([0])
                         micro.mask = torch.zeros_like(micro.mask)
-                    w = loss_units(micro.mask, self.algo.loss_agg) / max(units, 1e-8)
-                    self._micro_step(micro, w, boundary, add)
+                    for key, share in self._micro_step(micro, units, boundary, add).items():
+                        mini_loss[key] = mini_loss.get(key, 0.0) + share
+                for key, value in mini_loss.items():  # the mini-batch's aggregate loss (same on every rank)
+                    add(key, value, 1.0)
                 gn = _grad_norm(self.policy)
                 gn = gn if gn is not None else self.last_grad_norm
                 if gn is not None:
@@ -163,48 +178,95 @@ class PolicyUpdater:
         out["lr"] = _lr(self.policy)
         return out
 
-    def _micro_step(self, micro: RolloutBatch, weight: float, boundary: bool,
-                    add: Callable[[str, float, float], None]) -> None:
+    def _micro_step(self, micro: RolloutBatch, units: float, boundary: bool,
+                    add: Callable[[str, float, float], None]) -> dict[str, float]:
+        """Forward/backward of one micro-batch; returns its shares of the mini-batch's policy (and value) loss."""
         algo = self.algo
         mask = micro.mask
         ntok = float(mask.sum().item())
+        w = micro.loss_weights
         self.policy.set_gradient_accumulation_boundary(boundary)
         logprobs, ent = response_logprobs(self.policy, micro, self.temperature,
                                           entropy="grad" if algo.entropy_coef > 0 else "metric")
         old = micro.old_logprobs if micro.old_logprobs is not None else logprobs.detach()
         assert micro.advantages is not None
-        pg, stats = policy_loss(logprobs, old, micro.advantages, mask, algo.clip_low, algo.clip_high, algo.loss_agg)
+        is_weights = self._mismatch(micro, old, add)
+        pg, stats = policy_loss(logprobs, old, micro.advantages, mask, algo.clip_low, algo.clip_high, self.agg,
+                                dual_clip_c=algo.dual_clip_c, is_weights=is_weights, weights=w, units=units)
         loss = pg
         if micro.ref_logprobs is not None:
-            kl = kl_penalty(logprobs, micro.ref_logprobs, algo.kl_estimator, mask)
-            kl_term = aggregate(kl, mask, algo.loss_agg)
-            loss = loss + algo.kl_coef * kl_term
-            add("kl", float(kl_term.item()), ntok)
+            kl = kl_penalty(logprobs, micro.ref_logprobs, algo.kl_estimator, mask, clamp=algo.kl_clamp)  # type: ignore[arg-type]
+            loss = loss + algo.kl_coef * aggregate(kl, mask, self.agg, weights=w, units=units)  # type: ignore[arg-type]
+            add("kl", float(masked_mean(kl.detach(), mask).item()), ntok)
         if ent is not None:
-            ent_term = aggregate(ent, mask, algo.loss_agg)
             if algo.entropy_coef > 0:
-                loss = loss - algo.entropy_coef * ent_term
-            add("entropy", float(ent_term.detach().item()), ntok)
-        # weight = this micro-batch's share of the mini-batch's tokens (or responses): accumulated gradients equal
-        # the gradient of the whole mini-batch's token-mean (or sequence-mean) loss.
-        self.policy.backward(loss * weight, scale_wrt_gas=False)
+                loss = loss - algo.entropy_coef * aggregate(ent, mask, self.agg, weights=w, units=units)  # type: ignore[arg-type]
+            add("entropy", float(masked_mean(ent.detach(), mask).item()), ntok)
+        # Each term is sum(weight * token loss) / (units of the whole mini-batch): accumulated over micro-batches
+        # the gradient is exactly that of the mini-batch's aggregate, whatever the mode.
+        self.policy.backward(loss, scale_wrt_gas=False)
         if boundary:
             self.last_grad_norm = boundary_grad_norm(self.policy)
         self.policy.step()
-        add("loss/policy", float(pg.item()), ntok)
+        shares = {"loss/policy": float(pg.item())}
         add("clip_frac", stats["clip_frac"], ntok)
         add("approx_kl", stats["approx_kl"], ntok)
+        if algo.dual_clip_c is not None:
+            add("clip_frac_lower", stats["clip_frac_lower"], ntok)
 
         if self.critic is not None:
             assert micro.old_values is not None and micro.returns is not None
             self.critic.set_gradient_accumulation_boundary(boundary)
             values = response_values(self.critic, micro)
-            vl, vstats = value_loss(values, micro.old_values, micro.returns, mask, algo.value_clip, algo.loss_agg)
-            self.critic.backward(algo.vf_coef * vl * weight, scale_wrt_gas=False)
+            vl, vstats = value_loss(values, micro.old_values, micro.returns, mask, algo.value_clip, self.agg,  # type: ignore[arg-type]
+                                    weights=w, units=units)
+            self.critic.backward(algo.vf_coef * vl, scale_wrt_gas=False)
             self.critic.step()
-            add("loss/value", float(vl.item()), ntok)
+            shares["loss/value"] = float(vl.item())
             add("value/clip_frac", vstats["vf_clip_frac"], ntok)
             add("value/mean", float(masked_mean(values.detach(), mask).item()), ntok)
+        return shares
+
+    @torch.no_grad()
+    def measure_mismatch(self, batch: RolloutBatch, rows: int) -> dict[str, float]:
+        """``mismatch_kl`` on up to ``rows`` rows with one no-grad forward: for steps that skip the update (nothing
+        to learn from), so that the trainer/sampler mismatch is still logged every step."""
+        if batch.sampler_logprobs is None or batch.sampler_valid is None:
+            return {}
+        live = batch.sampler_valid.to(batch.mask.device) & batch.mask.bool().any(-1)
+        idx = torch.nonzero(live).squeeze(-1)[: max(1, rows)].tolist()
+        if not idx:
+            return {}
+        part = batch.select(idx)
+        lp, _ = response_logprobs(self.policy, part, self.temperature)
+        return {"mismatch_kl": mismatch_kl(lp, part.sampler_logprobs.to(lp.device), part.mask)}  # type: ignore[union-attr]
+
+    def _mismatch(self, micro: RolloutBatch, train_lp: Tensor, add: Callable[[str, float, float], None]) -> Tensor | None:
+        """Trainer vs sampler: log ``mismatch_kl`` every step; return TIS / sequence-mask weights when enabled."""
+        algo = self.algo
+        if micro.sampler_logprobs is None or micro.sampler_valid is None:
+            return None
+        valid = micro.sampler_valid.to(micro.mask.device)
+        vmask = micro.mask.bool() & valid.unsqueeze(-1)
+        nvalid = float(vmask.sum().item())
+        if nvalid == 0:
+            return None
+        sampler = micro.sampler_logprobs.to(train_lp.device)
+        add("mismatch_kl", mismatch_kl(train_lp, sampler, vmask), nvalid)
+        if algo.tis_cap is None and algo.tis_seq_threshold is None:
+            return None
+        weights = torch.ones_like(train_lp, dtype=torch.float32)
+        if algo.tis_cap is not None:
+            tis, tstats = truncated_is_weights(train_lp, sampler, vmask, algo.tis_cap)
+            weights = torch.where(vmask, tis, weights)
+            add("tis/clip_frac", tstats["tis/clip_frac"], nvalid)
+            add("tis/weight_mean", tstats["tis/weight_mean"], nvalid)
+        if algo.tis_seq_threshold is not None:
+            rows = vmask.any(-1)
+            keep = sequence_mismatch_keep(train_lp, sampler, vmask, algo.tis_seq_threshold) | ~rows
+            weights = weights * keep.unsqueeze(-1).to(weights.dtype)
+            add("tis/seq_masked", float((~keep).sum().item()) / max(float(rows.sum().item()), 1.0), float(rows.sum().item()))
+        return weights
 
 
 def boundary_grad_norm(engine: Any) -> float | None:
