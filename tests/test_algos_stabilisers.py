@@ -46,7 +46,9 @@ def _verl_dual_clip(log_ratio: torch.Tensor, adv: torch.Tensor, lo: float, hi: f
 @SETTINGS
 @given(
     log_ratio=st.lists(st.floats(-3, 3), min_size=1, max_size=16),
-    adv=st.lists(st.floats(-5, 5), min_size=16, max_size=16),
+    # Advantages are 0 or of a size float64 resolves: at subnormal magnitudes -c*A and the clipped loss round to
+    # the same value, and "which clip bound is active" stops being decidable in floating point.
+    adv=st.lists(st.floats(-5, 5).filter(lambda x: x == 0 or abs(x) > 1e-6), min_size=16, max_size=16),
     c=st.floats(1.01, 10),
 )
 def test_dual_clip_caps_negative_advantage_loss_at_minus_c_a(log_ratio: list[float], adv: list[float], c: float) -> None:
@@ -314,7 +316,7 @@ MECHANISMS = {  # sweep file -> (key, the value that switches the mechanism off)
     "paper/dapo_overlong.yaml": ("overlong_buffer", 0),
     "paper/dr_grpo_loss_agg.yaml": ("loss_agg", "token-mean"),
     "paper/tis_vllm.yaml": ("tis_cap", None),
-    "paper/retool_dual_clip.yaml": ("dual_clip_c", None),
+    "paper/verl_retool_dual_clip.yaml": ("dual_clip_c", None),
 }
 
 

@@ -36,7 +36,10 @@ def test_rows_are_complete_and_every_paper_sweep_is_covered() -> None:
     papers = load_papers()
     assert {p.name for p in papers} == {"torl", "retool"}
     listed = {s for p in papers for s in p.sweeps}
-    shipped = {p.relative_to(REPO / "sweeps").with_suffix("").as_posix() for p in (REPO / "sweeps" / "paper").glob("*.yaml")}
+    # sweeps/paper/ also holds paper-scale sweeps of later work (SimpleTIR, DAPO, ...; docs/stabilisers.md): the
+    # table covers the two papers' own, named torl_* and retool_*.
+    shipped = {p.relative_to(REPO / "sweeps").with_suffix("").as_posix()
+               for p in (REPO / "sweeps" / "paper").glob("*.yaml") if p.stem.split("_")[0] in ("torl", "retool")}
     assert listed == shipped
     for p in papers:
         for r in p.settings:

@@ -323,6 +323,7 @@ def _rl_step(trajs: list[Trajectory], **algo: object):  # noqa: ANN202
     from types import SimpleNamespace
 
     from toolrl.config.schema import RootConfig
+    from toolrl.rollout.engine import EngineCaps
     from toolrl.train.rl import RLStep
 
     cfg = RootConfig()
@@ -337,7 +338,8 @@ def _rl_step(trajs: list[Trajectory], **algo: object):  # noqa: ANN202
 
     stream = ProblemStream([t.problem for t in trajs])
     step = Fixed(cfg, strategy=OneProcess(), policy=eng, tokenizer=SimpleNamespace(pad_token_id=PAD, eos_token_id=1),
-                 rollout_engine=object(), sandbox=None, stream=stream)  # type: ignore[arg-type]
+                 rollout_engine=SimpleNamespace(caps=EngineCaps(shares_policy_weights=True)),  # like hf: no sync
+                 sandbox=None, stream=stream)  # type: ignore[arg-type]
     return step, eng
 
 
