@@ -27,14 +27,15 @@ def tokenizer(embedded_model_dir: Path):
     return load_tokenizer(str(embedded_model_dir))
 
 
-def build_tiny_model_dir(target: Path, tokenizer_dir: Path, seed: int = 0) -> Path:
-    """A randomly initialised 2-layer Llama (hidden 64) with the embedded model's tokenizer, saved as an HF dir."""
+def build_tiny_model_dir(target: Path, tokenizer_dir: Path, seed: int = 0, **shape: object) -> Path:
+    """A randomly initialised 2-layer Llama (hidden 64 unless ``shape`` overrides LlamaConfig fields) with the
+    embedded model's tokenizer, saved as an HF dir."""
     import torch
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
     tok = AutoTokenizer.from_pretrained(str(tokenizer_dir))
     torch.manual_seed(seed)
-    config = LlamaConfig(
+    fields: dict[str, object] = dict(
         vocab_size=len(tok),
         hidden_size=64,
         intermediate_size=128,
@@ -47,7 +48,8 @@ def build_tiny_model_dir(target: Path, tokenizer_dir: Path, seed: int = 0) -> Pa
         pad_token_id=tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id,
         tie_word_embeddings=True,
     )
-    model = LlamaForCausalLM(config)
+    fields.update(shape)
+    model = LlamaForCausalLM(LlamaConfig(**fields))
     model.save_pretrained(target)
     tok.save_pretrained(target)
     return target

@@ -11,6 +11,7 @@ import os
 from pathlib import Path
 
 import pytest
+from conftest import build_tiny_model_dir
 
 pytestmark = [
     pytest.mark.slow,
@@ -18,25 +19,12 @@ pytestmark = [
 ]
 
 
-def _tiny_vllm_model(target: Path, tokenizer_dir: Path) -> Path:
-    import torch
-    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
-
-    tok = AutoTokenizer.from_pretrained(str(tokenizer_dir))
-    torch.manual_seed(0)
-    config = LlamaConfig(
-        vocab_size=len(tok), hidden_size=128, intermediate_size=256, num_hidden_layers=2, num_attention_heads=2,
-        num_key_value_heads=1, head_dim=64, max_position_embeddings=2048, bos_token_id=tok.bos_token_id,
-        eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id, tie_word_embeddings=True,
-    )
-    LlamaForCausalLM(config).save_pretrained(target)
-    tok.save_pretrained(target)
-    return target
-
-
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory: pytest.TempPathFactory, embedded_model_dir: Path) -> Path:
-    return _tiny_vllm_model(tmp_path_factory.mktemp("tiny-vllm"), embedded_model_dir)
+    # head_dim 64: vLLM's CPU attention does not take the default tiny model's 16
+    return build_tiny_model_dir(tmp_path_factory.mktemp("tiny-vllm"), embedded_model_dir, hidden_size=128,
+                                intermediate_size=256, num_attention_heads=2, num_key_value_heads=1, head_dim=64,
+                                max_position_embeddings=2048)
 
 
 @pytest.fixture(scope="module")

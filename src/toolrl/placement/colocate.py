@@ -17,7 +17,6 @@ update; sleep mode is CUDA-only, so on CPU that is a logged no-op.
 from __future__ import annotations
 
 import copy
-import gc
 import logging
 import re
 from collections import OrderedDict
@@ -216,15 +215,7 @@ class ColocatedEngine(VLLMEngine):
 
     def _shutdown(self) -> None:
         # Only the engine: the process group is DeepSpeed's, and the run may still use it.
-        llm, self._llm = self._llm, None
-        if llm is None:
-            return
-        try:
-            llm.llm_engine.engine_core.shutdown()
-        except Exception:  # noqa: BLE001 - best effort: the engine is being thrown away
-            pass
-        del llm
-        gc.collect()
+        self._stop_engine()
 
     # ------------------------------------------------------------------------------- rollouts in a TP group
     def run_in_group(self, problems: "Sequence[Problem]", n: int,

@@ -166,16 +166,22 @@ class VLLMEngine:
                 "check model.path, and that rollout.vllm.max_model_len fits the model's context length",
             ) from None
 
-    def _shutdown(self) -> None:
+    def _stop_engine(self) -> bool:
+        """Shut the vLLM engine down; False when there was none."""
         llm, self._llm = self._llm, None
         if llm is None:
-            return
+            return False
         try:
             llm.llm_engine.engine_core.shutdown()
         except Exception:  # noqa: BLE001 - best effort: the engine is being thrown away
             pass
         del llm
         gc.collect()
+        return True
+
+    def _shutdown(self) -> None:
+        if not self._stop_engine():
+            return
         try:  # in-process engines keep a (world size 1) process group; a rebuild needs a fresh one
             from vllm.distributed import destroy_distributed_environment, destroy_model_parallel
 
