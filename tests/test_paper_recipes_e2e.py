@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from toolrl.train.runner import Hooks
+
 pytestmark = pytest.mark.slow
 
 REPO = Path(__file__).resolve().parents[1]
@@ -28,18 +30,14 @@ SMALL = ["model.path=null", "model.dtype=auto", "run.device=cpu", "rollout.backe
          f"data.dir={DATA}", "data.train=train"]
 
 
-class Phases:
+class Phases(Hooks):
+    """Keeps the run's phase lines (the training-set filter reports itself in one)."""
+
     def __init__(self) -> None:
         self.lines: list[str] = []
 
     def phase(self, text: str) -> None:
         self.lines.append(text)
-
-    def start(self, first_step: int, total_steps: int) -> None: ...
-
-    def trajectory(self, traj: object) -> None: ...
-
-    def step(self, step: int, metrics: dict[str, float]) -> None: ...
 
 
 @needs_data
