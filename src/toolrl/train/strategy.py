@@ -111,6 +111,7 @@ class Strategy:
         sched = torch.optim.lr_scheduler.LambdaLR(optim, lambda s: min(1.0, (s + 1) / (warm + 1)) if warm else 1.0)
         config = ds_config(self.ds, micro_batch=micro_batch, world_size=self.world_size,
                            on_gpu=self.device.startswith("cuda"), bf16=self.bf16)
+        _forget_stale_deepspeed_groups()
         engine, _, _, _ = deepspeed.initialize(model=module, optimizer=optim, lr_scheduler=sched, config=config)
         return engine
 
@@ -166,3 +167,22 @@ class Strategy:
 
             return deepspeed.zero.GatheredParameters(list(module.parameters()), modifier_rank=None)
         return contextlib.nullcontext()
+
+
+def _forget_stale_deepspeed_groups() -> None:
+    """Drop DeepSpeed's cached world group when its process group no longer exists.
+
+    Closing an in-process vLLM engine tears down torch.distributed (vLLM's worker destroys the distributed
+    environment it joined); the next process group is new, but DeepSpeed keeps the old group object and a later
+    ``deepspeed.initialize`` in the same process fails with "Group ... is not registered".
+    """
+    import torch.distributed as dist
+    from deepspeed.utils import groups
+
+    world = getattr(groups, "_WORLD_GROUP", None)
+    if world is None or not dist.is_initialized():
+        return
+    try:
+        dist.get_global_rank(world, 0)
+    except (ValueError, RuntimeError):
+        groups._WORLD_GROUP = None
