@@ -192,6 +192,38 @@ def test_allow_paths_are_readable_and_hide_paths_cover_inside_them() -> None:
         shutil.rmtree(d, ignore_errors=True)
 
 
+def test_an_allowlisted_tree_under_tmp_stays_visible_while_the_rest_of_tmp_is_private() -> None:
+    """A virtual environment or checkout under /tmp (CI clones often live there) stays readable and read-only in
+    every mode (the view puts it back over each execution's fresh /tmp); a sibling in the host's /tmp does not."""
+    import shutil
+    import tempfile
+    from pathlib import Path
+
+    d = Path(tempfile.mkdtemp(prefix="toolrl-allow-", dir="/tmp"))
+    sibling = Path(tempfile.mkdtemp(prefix="toolrl-sibling-", dir="/tmp"))
+    try:
+        (d / "shared.txt").write_text("visible")
+        (sibling / "secret.txt").write_text("SECRET")
+        for q in (d, sibling):
+            q.chmod(0o755)
+        for q in (d / "shared.txt", sibling / "secret.txt"):
+            q.chmod(0o644)
+        code = (f"import os\nprint(open({str(d / 'shared.txt')!r}).read())\n"
+                f"try:\n    print(open({str(sibling / 'secret.txt')!r}).read())\nexcept OSError as e:\n    print(type(e).__name__)\n"
+                f"try:\n    open({str(d / 'shared.txt')!r}, 'a')\nexcept OSError as e:\n    print('read-only', type(e).__name__)\n"
+                "open('scratch', 'w').write('x')\nprint('scratch ok')\n")  # the private working directory
+        sb = LocalSandbox(SandboxConfig(pool_size=1, preload=[], allow_paths=[str(d)]))
+        try:
+            r = sb.run(code, timeout_s=10)
+        finally:
+            sb.close()
+        assert r.stdout.startswith("visible\n") and "SECRET" not in r.stdout, r
+        assert "read-only" in r.stdout and "scratch ok" in r.stdout, r
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
+        shutil.rmtree(sibling, ignore_errors=True)
+
+
 def test_a_child_that_cannot_be_locked_down_is_an_infra_failure_retried() -> None:
     import dataclasses
 

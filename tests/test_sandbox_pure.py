@@ -73,9 +73,11 @@ def test_allowlist_holds_python_and_system_but_not_the_project_or_data(tmp_path)
     assert not any(a in ("/", "/etc", "/home", "/root", "/tmp", "/work") for a in allowed)
     here = os.path.dirname(os.path.abspath(__file__))
     assert here in policy_from_config(SandboxConfig(allow_paths=[here])).read_only
-    with pytest.raises(ConfigError) as e:  # each execution's own /tmp would cover it
-        policy_from_config(SandboxConfig(allow_paths=[str(tmp_path)]))
-    assert "/tmp" in str(e.value) and e.value.hint
+    # /tmp is fine (each execution's fresh /tmp gets allowlisted trees back); /dev/shm and /proc cannot be shown
+    assert os.path.realpath(tmp_path) in policy_from_config(SandboxConfig(allow_paths=[str(tmp_path)])).read_only
+    with pytest.raises(ConfigError) as e:
+        policy_from_config(SandboxConfig(allow_paths=["/dev/shm"]))
+    assert "/dev" in str(e.value) and e.value.hint
 
 
 def test_levels_from_layers_and_the_deprecated_alias(capsys: pytest.CaptureFixture[str]) -> None:

@@ -92,7 +92,9 @@ def resolve_isolation(cfg: SandboxConfig) -> str:
     return level
 
 
-_PRIVATE_DIRS = ("/tmp", "/var/tmp", "/dev/shm", "/proc", "/dev")  # each execution gets its own
+# Each execution gets its own of these, so a host path inside them cannot be shown (/tmp can: view.enter_private
+# puts allowlisted trees under /tmp back over the fresh one).
+_PRIVATE_DIRS = ("/var/tmp", "/dev/shm", "/proc", "/dev")
 
 
 def policy_from_config(cfg: SandboxConfig, cwd: str | None = None) -> Policy:

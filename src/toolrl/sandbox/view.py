@@ -18,14 +18,25 @@ import os
 from toolrl.sandbox import linux
 from toolrl.sandbox.policy import DEVICES, Policy
 
-STAGE = "/tmp"  # where the new root is assembled (our private mount covers the host's /tmp)
+# Where the new root is assembled: a host directory our private tmpfs covers. It must not hold an allowlisted
+# path (a tree cloned from beneath it cannot be attached inside the tmpfs that covers it).
+_STAGES = ("/tmp", "/mnt", "/media", "/srv", "/opt", "/run")
 _RO = linux.MOUNT_ATTR_RDONLY | linux.MOUNT_ATTR_NOSUID | linux.MOUNT_ATTR_NODEV
 _PASSWD = "root:x:0:0:root:/tmp:/usr/sbin/nologin\nnobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n"
 _GROUP = "root:x:0:\nnogroup:x:65534:\n"
 
 
-def _place(host_path: str, fd: int) -> None:
-    target = STAGE + host_path
+def stage_for(read_only: list[str]) -> str:
+    """The first staging directory that exists and lies outside every allowlisted path (``/tmp`` unless a
+    virtual environment or checkout lives there, then ``/mnt`` and so on)."""
+    for d in _STAGES:
+        if os.path.isdir(d) and not os.path.islink(d) and not any(p == d or p.startswith(d + "/") for p in read_only):
+            return d
+    raise OSError(f"no staging directory outside the allowlist (tried {', '.join(_STAGES)})")
+
+
+def _place(stage: str, host_path: str, fd: int) -> None:
+    target = stage + host_path
     if os.path.isdir(host_path):
         os.makedirs(target, exist_ok=True)
     else:
@@ -39,6 +50,7 @@ def _place(host_path: str, fd: int) -> None:
 def build_root(policy: Policy) -> None:
     """Replace this mount namespace's root by the allowlist view (see module docstring)."""
     linux.mount("none", "/", None, linux.MS_REC | linux.MS_PRIVATE)  # nothing we do leaks to the host
+    stage = stage_for(policy.read_only)
     trees: list[tuple[str, int]] = []
     for path in policy.read_only:
         fd = linux.clone_path(path, recursive=True)
@@ -56,36 +68,36 @@ def build_root(policy: Policy) -> None:
              if os.path.islink(f"/{name}")}
     localtime = os.readlink("/etc/localtime") if os.path.islink("/etc/localtime") else None
 
-    linux.mount("toolrl-root", STAGE, "tmpfs", linux.MS_NOSUID | linux.MS_NODEV, "size=4m,mode=755")
+    linux.mount("toolrl-root", stage, "tmpfs", linux.MS_NOSUID | linux.MS_NODEV, "size=4m,mode=755")
     for path, fd in trees:
         if path == "/etc/localtime" and localtime is not None:
             os.close(fd)
             continue
-        _place(path, fd)
-    os.makedirs(STAGE + "/proc", exist_ok=True)
-    linux.attach_tree(proc, STAGE + "/proc")
+        _place(stage, path, fd)
+    os.makedirs(stage + "/proc", exist_ok=True)
+    linux.attach_tree(proc, stage + "/proc")
     os.close(proc)
     for name, dest in links.items():
-        os.symlink(dest, f"{STAGE}/{name}")
-    os.makedirs(STAGE + "/etc", exist_ok=True)
+        os.symlink(dest, f"{stage}/{name}")
+    os.makedirs(stage + "/etc", exist_ok=True)
     if localtime is not None:
-        os.symlink(localtime, STAGE + "/etc/localtime")
+        os.symlink(localtime, stage + "/etc/localtime")
     for name, text in (("passwd", _PASSWD), ("group", _GROUP)):
-        with open(f"{STAGE}/etc/{name}", "w") as f:
+        with open(f"{stage}/etc/{name}", "w") as f:
             f.write(text)
-    os.mkdir(STAGE + "/tmp", 0o755)
-    os.makedirs(STAGE + "/var", exist_ok=True)
-    os.symlink("/tmp", STAGE + "/var/tmp")
-    os.makedirs(STAGE + "/dev", exist_ok=True)
+    os.makedirs(stage + "/tmp", 0o755, exist_ok=True)  # exists already when an allowlisted path lives under /tmp
+    os.makedirs(stage + "/var", exist_ok=True)
+    os.symlink("/tmp", stage + "/var/tmp")
+    os.makedirs(stage + "/dev", exist_ok=True)
     for name, dest in (("shm", "/tmp"), ("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"),
                        ("stdout", "/proc/self/fd/1"), ("stderr", "/proc/self/fd/2")):
-        os.symlink(dest, f"{STAGE}/dev/{name}")
+        os.symlink(dest, f"{stage}/dev/{name}")
     for hidden in policy.hide_paths:  # the optional blocklist, inside the view
-        if os.path.isdir(STAGE + hidden):
-            linux.mount("tmpfs", STAGE + hidden, "tmpfs", linux.MS_NOSUID | linux.MS_NODEV | linux.MS_RDONLY,
+        if os.path.isdir(stage + hidden):
+            linux.mount("tmpfs", stage + hidden, "tmpfs", linux.MS_NOSUID | linux.MS_NODEV | linux.MS_RDONLY,
                         "size=4k,mode=755")
 
-    os.chdir(STAGE)
+    os.chdir(stage)
     linux.pivot_root(".", ".")  # the old root now sits on top of the new one ...
     linux.umount(".", linux.MNT_DETACH)  # ... and is detached: the host's tree is unreachable from here
     os.chdir("/")
@@ -98,9 +110,17 @@ def enter_private(policy: Policy, uid: int | None, own_pidns: bool) -> str:
     Without a PID namespace of its own a fresh procfs would list the worker's processes: /proc stays empty.
     """
     linux.unshare(linux.CLONE_NEWNS)
+    # Allowlisted trees that live under /tmp (a virtual environment or checkout there) would vanish under the
+    # fresh /tmp: keep a clone of each and put it back, read-only, at its path inside the new tmpfs.
+    kept = [(p, linux.clone_path(p, recursive=True)) for p in policy.read_only if p.startswith("/tmp/")]
     owner = f",uid={uid},gid={uid}" if uid is not None else ""
     linux.mount("toolrl-tmp", "/tmp", "tmpfs", linux.MS_NOSUID | linux.MS_NODEV,
                 f"size={policy.tmpfs_mb}m,mode=700{owner}")
+    for path, fd in kept:
+        linux.set_tree_attr(fd, _RO)
+        os.makedirs(path, 0o755, exist_ok=True)
+        linux.attach_tree(fd, path)
+        os.close(fd)
     try:
         if not own_pidns:
             raise OSError("no PID namespace")
