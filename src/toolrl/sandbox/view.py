@@ -121,6 +121,12 @@ def enter_private(policy: Policy, uid: int | None, own_pidns: bool) -> str:
         os.makedirs(path, 0o755, exist_ok=True)
         linux.attach_tree(fd, path)
         os.close(fd)
+    cwd = "/tmp"
+    if kept:  # the put-back trees' parent directories sit in /tmp: the code starts in an empty directory of its own
+        cwd = "/tmp/work"
+        os.mkdir(cwd, 0o700)
+        if uid is not None:
+            os.chown(cwd, uid, uid)
     try:
         if not own_pidns:
             raise OSError("no PID namespace")
@@ -128,4 +134,4 @@ def enter_private(policy: Policy, uid: int | None, own_pidns: bool) -> str:
     except OSError:  # no fresh procfs allowed here: an empty /proc rather than the host's
         linux.mount("toolrl-noproc", "/proc", "tmpfs", linux.MS_NOSUID | linux.MS_NODEV | linux.MS_RDONLY,
                     "size=4k,mode=555")
-    return "/tmp"
+    return cwd
