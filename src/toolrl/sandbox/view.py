@@ -116,11 +116,19 @@ def enter_private(policy: Policy, uid: int | None, own_pidns: bool) -> str:
     owner = f",uid={uid},gid={uid}" if uid is not None else ""
     linux.mount("toolrl-tmp", "/tmp", "tmpfs", linux.MS_NOSUID | linux.MS_NODEV,
                 f"size={policy.tmpfs_mb}m,mode=700{owner}")
+    # Their parent directories go on small tmpfs mounts made read-only afterwards: code that runs as the owner of
+    # /tmp (a user namespace mapping only the caller) must not be able to write beside them.
+    tops = {"/tmp/" + p[len("/tmp/"):].split("/")[0] for p, _ in kept} - {p for p, _ in kept}
+    for top in sorted(tops):
+        os.mkdir(top, 0o755)
+        linux.mount("toolrl-keep", top, "tmpfs", linux.MS_NOSUID | linux.MS_NODEV, "size=64k,mode=755")
     for path, fd in kept:
         linux.set_tree_attr(fd, _RO)
         os.makedirs(path, 0o755, exist_ok=True)
         linux.attach_tree(fd, path)
         os.close(fd)
+    for top in sorted(tops):
+        linux.mount("none", top, None, linux.MS_REMOUNT | linux.MS_RDONLY | linux.MS_NOSUID | linux.MS_NODEV)
     cwd = "/tmp"
     if kept:  # the put-back trees' parent directories sit in /tmp: the code starts in an empty directory of its own
         cwd = "/tmp/work"
