@@ -111,7 +111,7 @@ def test_stopping_a_trial_stops_its_process_and_it_resumes_later(tmp_path, monke
     spec = small_spec(base={"overrides": {"train.steps": 50}})
     plan = spec.runs()[0]
     run_dir = tmp_path / "runs" / plan.name
-    monkeypatch.setenv("STANDIN_SLEEP", "0.2")
+    monkeypatch.setenv("STANDIN_SLEEP", "1.0")  # 50 steps: far longer than the 3 s before the stop
     stop = threading.Event()
     timer = threading.Timer(3.0, stop.set)
     timer.start()
