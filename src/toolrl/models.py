@@ -149,6 +149,12 @@ def resolve_dtype(name: str, device: str) -> "torch.dtype":
     return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[name]
 
 
+def sampler_dtype(cfg: Any, device: str) -> "torch.dtype":
+    """The dtype a vLLM sampler runs in: rollout.vllm.dtype, or the model's when that is auto."""
+    name = cfg.rollout.vllm.dtype
+    return resolve_dtype(cfg.model.dtype if name == "auto" else name, device)
+
+
 def resolve_device(name: str = "auto") -> str:
     import torch
 

@@ -13,10 +13,10 @@ from toolrl.cli.common import ConfigOpt, OverridesArg, info
 
 def server_command(cfg: Any, host: str, port: int, model_path: str, gpu: bool) -> tuple[list[str], dict[str, str]]:
     """The vLLM server command line and environment that match what the trainer sends and syncs."""
-    from toolrl.models import resolve_dtype
+    from toolrl.models import sampler_dtype
 
     v = cfg.rollout.vllm
-    dtype = str(resolve_dtype(cfg.model.dtype, "cuda" if gpu else "cpu")).removeprefix("torch.")
+    dtype = str(sampler_dtype(cfg, "cuda" if gpu else "cpu")).removeprefix("torch.")
     cmd = [
         sys.executable, "-m", "vllm.entrypoints.openai.api_server",
         "--model", model_path, "--host", host, "--port", str(port), "--dtype", dtype,

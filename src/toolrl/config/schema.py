@@ -104,6 +104,12 @@ class VLLMConfig:
     tensor_parallel_size: int = _f(1, "GPUs (ranks, with rollout.placement=colocate) one vLLM engine spans.")
     enforce_eager: bool = _f(True, "Skip CUDA-graph / torch.compile capture: faster start, slower decode.")
     kv_cache_space_gb: float = _f(2.0, "KV cache size on CPU (VLLM_CPU_KVCACHE_SPACE).")
+    dtype: str = _f(
+        "auto",
+        "Precision vLLM samples in: auto = model.dtype; bfloat16 with a float32 trainer is the common "
+        "rollout/training mismatch that algo.tis_cap corrects (mismatch_kl measures it).",
+        ("auto", "float32", "bfloat16", "float16"),
+    )
     enable_prefix_caching: bool = _f(True, "Reuse the KV cache of the shared prefix after each observation.")
     max_model_len: int = _f(4096, "Longest prompt + response vLLM reserves cache for.")
     sync_mode: str = _f(

@@ -59,7 +59,7 @@ class ServerEngine:
                  broadcast: Callable[[Any], Any] | None = None, request_timeout_s: float = 600.0) -> None:
         import httpx
 
-        from toolrl.models import eos_token_ids, load_tokenizer, resolve_dtype, resolve_model_path
+        from toolrl.models import eos_token_ids, load_tokenizer, resolve_model_path, sampler_dtype
 
         if not urls:
             raise ToolrlError("rollout.placement=server needs at least one server in rollout.servers",
@@ -75,9 +75,10 @@ class ServerEngine:
         self.eos_token_ids = eos_token_ids(self.tokenizer, self.hf_config)
         import torch
 
-        # The servers' dtype (`toolrl serve` passes model.dtype as resolved for the device): it sets the check's tolerance.
+        # The servers' dtype (`toolrl serve` passes rollout.vllm.dtype, else model.dtype, as resolved for the
+        # device): it sets the check's tolerance.
         self.gpu = torch.cuda.is_available() and cfg.run.device != "cpu"
-        self.torch_dtype = resolve_dtype(cfg.model.dtype, "cuda" if self.gpu else "cpu")
+        self.torch_dtype = sampler_dtype(cfg, "cuda" if self.gpu else "cpu")
         self.max_model_len = self.vcfg.max_model_len
         self.is_main = is_main
         self._broadcast = broadcast or (lambda x: x)

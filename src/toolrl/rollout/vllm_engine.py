@@ -111,7 +111,7 @@ class VLLMEngine:
     caps = EngineCaps(shares_policy_weights=False, needs_weight_sync=True, returns_logprobs=True)
 
     def __init__(self, model_path: str, cfg: "RootConfig", tokenizer: Any = None) -> None:
-        from toolrl.models import eos_token_ids, load_tokenizer, resolve_dtype
+        from toolrl.models import eos_token_ids, load_tokenizer, sampler_dtype
 
         self.cfg = cfg
         self.vcfg = cfg.rollout.vllm
@@ -120,7 +120,7 @@ class VLLMEngine:
         self._vllm = import_vllm(self.gpu)
         self.model_path = model_path  # where the weights vLLM serves came from (changes after a rebuild sync)
         self.tokenizer_path = model_path
-        self.torch_dtype = resolve_dtype(cfg.model.dtype, "cuda" if self.gpu else "cpu")
+        self.torch_dtype = sampler_dtype(cfg, "cuda" if self.gpu else "cpu")
         self.tokenizer = tokenizer if tokenizer is not None else load_tokenizer(model_path, cfg.model.trust_remote_code)
         from transformers import AutoConfig
 
@@ -342,7 +342,11 @@ class VLLMEngine:
             yield name, t.detach()
 
     def _reload_inplace(self, source: "Path | torch.nn.Module") -> None:
-        self._llm.collective_rpc("reload_weights", kwargs={"weights_iterator": self._weights(source)})
+        # Cast on the way in: the sampler may run in another precision than the trainer keeps (rollout.vllm.dtype),
+        # and vLLM would otherwise warn once per tensor at every sync.
+        dtype = self.torch_dtype
+        weights = ((n, t.to(dtype) if t.is_floating_point() and t.dtype != dtype else t) for n, t in self._weights(source))
+        self._llm.collective_rpc("reload_weights", kwargs={"weights_iterator": weights})
 
     def _rebuild_from(self, source: "str | Path | torch.nn.Module") -> None:
         if isinstance(source, (str, Path)):

@@ -44,6 +44,8 @@ def fmt_stat(s: Stat | None, key: str = "") -> str:
     if s is None:
         return "-"
     digits = 1 if key in ("response/len", "time/step_s") else 3
+    if 0 < abs(s.mean) < 10 ** -digits:  # e.g. mismatch_kl ~ 1e-8: "0.000" would read as exactly none
+        return f"{s.mean:.1e} ± {s.std:.1e}" if s.n > 1 else f"{s.mean:.1e}"
     if s.n > 1:
         return f"{s.mean:.{digits}f} ± {s.std:.{digits}f}"
     return f"{s.mean:.{digits}f}"
@@ -124,7 +126,7 @@ def plot_final_vs_axis(spec: SweepSpec, points: Sequence[PointSummary], out_dir:
         for p in points:
             label = ", ".join(f"{a.label}={format_label(p.values.get(a.key))}" for a in others) or axis.label
             lines.setdefault(label, []).append(p)
-        xs_labels = [format_label(v) for v in axis.values]
+        xs_labels = list(dict.fromkeys(format_label(v) for v in axis.values))  # zip axes may repeat a value
         ncols = min(3, len(keys))
         nrows = -(-len(keys) // ncols)
         fig, axs = plt.subplots(nrows, ncols, figsize=(4.2 * ncols, 3.2 * nrows), squeeze=False)

@@ -262,7 +262,7 @@ def _seeds(raw: Any) -> tuple[int, ...]:
     raise SweepSpecError(f"seeds must be a positive int or a non-empty list of ints, got {raw!r}", "e.g. seeds: [0, 1, 2]")
 
 
-def _axes(raw: Any) -> tuple[Axis, ...]:
+def _axes(raw: Any, combine: str = "grid") -> tuple[Axis, ...]:
     _need(isinstance(raw, Mapping) and len(raw) > 0, "the sweep has no axes",
           "add e.g. axes: {tool.max_calls: [0, 1, 2]}")
     keys = list(all_keys())
@@ -279,7 +279,10 @@ def _axes(raw: Any) -> tuple[Axis, ...]:
         _need(len(values) > 0, f"axis '{k}' is empty", "give it at least one value, or remove it")
         _need(all(not isinstance(v, (dict, list)) for v in values), f"axis '{k}' values must be scalars",
               "one config value per run; use combine: zip to move several keys together")
-        _need(len({json.dumps(v) for v in values}) == len(values), f"axis '{k}' repeats a value", "list each value once")
+        # zip rows may share a value on one axis (off / A alone / B alone); the rows themselves must differ
+        if combine == "grid" or key == "run.seed":
+            _need(len({json.dumps(v) for v in values}) == len(values), f"axis '{k}' repeats a value",
+                  "list each value once")
         out.append((key, tuple(values)))
     _need(len({k for k, _ in out}) == len(out), "an axis is listed twice (seed and run.seed are the same key)",
           "keep one")
@@ -340,11 +343,14 @@ def parse_spec(raw: Any, base_dir: Path | None = None, default_name: str = "swee
         resolved.append(str(resolve_config_path(p).resolve()))
     combine = raw.get("combine", "grid")
     _need(combine in ("grid", "zip"), f"combine '{combine}' is not grid or zip", "grid = every combination")
-    axes = _axes(raw.get("axes"))
+    axes = _axes(raw.get("axes"), combine)
     if combine == "zip":
         lengths = {len(a.values) for a in axes if a.key != "run.seed"}
         _need(len(lengths) <= 1, "combine: zip needs every axis to have the same number of values",
               "use combine: grid, or make the lists the same length")
+        rows = [json.dumps(r) for r in zip(*(a.values for a in axes if a.key != "run.seed"))]
+        _need(len(set(rows)) == len(rows), "combine: zip gives two identical runs (the same value on every axis)",
+              "make every column of the axes differ in at least one key")
     seed_axis = any(a.key == "run.seed" for a in axes)
     _need(not (seed_axis and "seeds" in raw), "both a seed axis and seeds: are given", "keep one of them")
     return SweepSpec(

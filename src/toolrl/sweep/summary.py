@@ -9,6 +9,9 @@ trainer did not evaluate), never from W&B. The rules, so a reader can recompute 
   benchmarks;
 - training metrics (reward/mean, acc, code/share, code/success_rate, code/calls_per_response, response/len): the
   mean of the last ``tail`` values logged at RL steps (default 5: one step of a tiny batch is noise);
+- mechanism metrics (what a stabiliser logs when it acts, ``MECHANISM_METRICS``; shown when its key is an axis):
+  the mean over every RL step that logged them, since a mechanism that acted early and then had nothing left to do
+  still acted;
 - wall time per step: the median of ``time/step_s`` over RL steps (>= 1; SFT logs at step 0; the first steps
   include start-up);
 - spread: sample standard deviation over the seeds of a point (0 with one seed); only finished runs count unless
@@ -35,6 +38,20 @@ STEP_TIME = "time/step_s"
 AVG_KEY = "eval/avg"  # the cross-benchmark average accuracy (one "/" so it is never taken for a benchmark)
 CURVE_METRICS = ("reward/mean", "acc", "code/share")
 _ACC_ORDER = ("acc", "pass@1", "avg@", "mean@", "maj@")
+# What each stabiliser logs when it acts (docs/stabilisers.md). A sweep over the key shows these columns, so its
+# table says whether the mechanism did anything, not only how the runs ended.
+MECHANISM_METRICS: dict[str, tuple[str, ...]] = {
+    "algo.void_turn_mask": ("train/void_turns", "train/void_masked"),
+    "algo.roc_oversample": ("roc/dropped", "roc/dropped_correct", "roc/kept_penalty", "roc/dropped_penalty"),
+    "algo.overlong_filter": ("train/overlong_masked",),
+    "algo.overlong_buffer": ("train/overlong_penalized",),
+    "algo.loss_agg": ("grad_norm", "loss/policy"),
+    "algo.norm_adv_by_std": ("grad_norm",),
+    "algo.tis_cap": ("tis/clip_frac", "tis/weight_mean", "mismatch_kl"),
+    "algo.tis_seq_threshold": ("tis/seq_masked", "mismatch_kl"),
+    "algo.dual_clip_c": ("clip_frac", "clip_frac_lower"),
+    "algo.filter_zero_signal": ("train/zero_signal_dropped", "train/update_skipped"),
+}
 
 
 @dataclass
@@ -128,6 +145,10 @@ def run_metrics(run: RunData, tail: int = 5) -> dict[str, float]:
         vals = [v for step, v in series(run.records, key) if step >= 1][-tail:]
         if vals:
             out[key] = statistics.fmean(vals)
+    for key in dict.fromkeys(k for ks in MECHANISM_METRICS.values() for k in ks):
+        vals = [v for step, v in series(run.records, key) if step >= 1]
+        if vals:
+            out[key] = statistics.fmean(vals)
     # RL steps only: cold-start SFT logs its own time/step_s at step 0.
     times = [v for step, v in series(run.records, STEP_TIME) if step >= 1]
     if times:
@@ -155,11 +176,18 @@ def summarize(runs: Sequence[RunData], tail: int = 5, include_unfinished: bool =
     return out
 
 
+def mechanism_columns(axis_keys: Iterable[str]) -> list[str]:
+    """The metrics of the stabilisers swept by ``axis_keys``, in axis order, each once."""
+    return list(dict.fromkeys(m for k in axis_keys for m in MECHANISM_METRICS.get(k, ())))
+
+
 def columns(points: Sequence[PointSummary]) -> list[str]:
-    """Table columns: accuracy per benchmark first, then training metrics, then time per step."""
+    """Table columns: accuracy per benchmark first, then training metrics, the swept stabilisers' metrics, then
+    time per step."""
     keys = {k for p in points for k in p.metrics}
     evals = sorted(k for k in keys if k.startswith("eval/") and k != AVG_KEY) + ([AVG_KEY] if AVG_KEY in keys else [])
-    return evals + [k for k in (*TRAIN_METRICS, STEP_TIME) if k in keys]
+    swept = mechanism_columns(dict.fromkeys(k for p in points for k in p.values))
+    return evals + [k for k in (*TRAIN_METRICS, *swept, STEP_TIME) if k in keys]
 
 
 def point_curve(runs: Sequence[RunData], key: str) -> tuple[list[int], list[float], list[float], list[float]]:
