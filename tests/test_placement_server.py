@@ -17,6 +17,8 @@ from toolrl.placement.server import ServerDown, ServerEngine
 from toolrl.rollout.engine import GenOutput, GenRequest, SamplingSpec
 from toolrl.rollout.vllm_engine import request_seed
 
+from http_support import send_json
+
 
 class FakeServer:
     """Answers /health, /v1/models and /v1/completions; ``mode`` = ok | error_once | dead | bad_request."""
@@ -32,13 +34,8 @@ class FakeServer:
             def log_message(self, *args: object) -> None:
                 pass
 
-            def _send(self, code: int, body: object) -> None:
-                data = json.dumps(body).encode()
-                self.send_response(code)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
+            def _send(self, code: int, payload: object = None) -> None:
+                send_json(self, code, payload)
 
             def do_GET(self) -> None:  # noqa: N802
                 if outer.mode == "dead":

@@ -13,6 +13,8 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Callable
 
+from http_support import send_json
+
 _TAG = re.compile(r"\[(P\d+)\]")
 
 
@@ -54,13 +56,8 @@ class ScriptedTeacher:
             def log_message(self, *args: object) -> None:  # keep test output clean
                 pass
 
-            def _send(self, code: int, obj: dict) -> None:
-                body = json.dumps(obj).encode()
-                self.send_response(code)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
+            def _send(self, code: int, payload: object = None) -> None:
+                send_json(self, code, payload)
 
             def do_GET(self) -> None:  # noqa: N802
                 if self.path.rstrip("/").endswith("/models"):

@@ -19,6 +19,8 @@ from typing import Any
 from toolrl.sandbox.base import ExecResult
 from toolrl.types import ExecKind
 
+from http_support import send_json
+
 
 class FakeE2B:
     def __init__(self, sandbox: Any, timeout_s: float = 5.0) -> None:
@@ -44,13 +46,8 @@ class FakeE2B:
                 n = int(self.headers.get("Content-Length") or 0)
                 return json.loads(self.rfile.read(n) or b"{}")
 
-            def _send(self, code: int, payload: Any = None) -> None:
-                data = b"" if payload is None else json.dumps(payload).encode()
-                self.send_response(code)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
+            def _send(self, code: int, payload: object = None) -> None:
+                send_json(self, code, payload)
 
             def _should_fail(self) -> bool:
                 with fake.lock:
