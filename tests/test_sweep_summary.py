@@ -136,8 +136,8 @@ def test_a_swept_stabiliser_shows_the_metric_it_logs_when_it_acts(tmp_path):
     assert p_on.metrics["train/void_masked"].mean == pytest.approx(2.0)  # (4 + 0 + 2) / 3, not the last step's 2
     assert p_off.metrics["train/void_masked"].mean == 0.0
     header, rows = table_rows(spec, [p_off, p_on])
-    assert "train/void_masked" in header and "train/void_turns" in header and "mismatch_kl" not in header
-    assert rows[1][header.index("train/void_masked")] == "2.000"
+    assert "void masked" in header and "void turns" in header and "mismatch kl" not in header
+    assert rows[1][header.index("void masked")] == "2.000"
 
 
 def test_tiny_values_are_not_printed_as_zero():

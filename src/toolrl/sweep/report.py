@@ -29,6 +29,13 @@ SHORT_NAMES = {
     "reward/mean": "reward", "acc": "train acc", "code/share": "code share", "code/success_rate": "code ok",
     "code/calls_per_response": "calls/resp", "response/len": "resp len", "time/step_s": "s/step",
     "eval/avg": "avg acc",
+    # stabiliser metrics (summary.MECHANISM_METRICS): per step, averaged over the RL steps
+    "train/void_turns": "void turns", "train/void_masked": "void masked", "roc/dropped": "roc dropped",
+    "roc/dropped_correct": "roc dropped ok", "roc/kept_penalty": "kept pen", "roc/dropped_penalty": "dropped pen",
+    "train/overlong_masked": "overlong masked", "train/overlong_penalized": "overlong pen", "grad_norm": "grad norm",
+    "loss/policy": "pg loss", "tis/clip_frac": "tis clip", "tis/weight_mean": "tis weight", "tis/seq_masked":
+    "seq masked", "mismatch_kl": "mismatch kl", "clip_frac": "clip frac", "clip_frac_lower": "clip lower",
+    "train/zero_signal_dropped": "flat dropped", "train/update_skipped": "skipped",
 }
 
 
