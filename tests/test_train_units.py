@@ -473,6 +473,38 @@ def test_tis_and_mismatch_kl_use_the_sampler_logprobs() -> None:
     assert stats["tis/seq_masked"] == 1.0 and masked.abs().sum() == 0
 
 
+@pytest.mark.parametrize("agg", ["token-mean", "seq-mean-token-mean", "prompt-mean"])
+def test_a_sequence_dropped_by_the_mismatch_mask_leaves_the_denominators_too(agg: str) -> None:
+    """Row 1's sampler disagrees by 3 nats per token (geometric ratio e^3, outside [1/2, 2]); the others agree.
+    The update must equal one in which row 1 never had loss tokens: zero weight alone would still count its tokens
+    (or its sequence) in the mean and shrink every other row's gradient."""
+    from toolrl.train.forward import response_logprobs
+
+    def grads(batch, **algo: object) -> tuple[torch.Tensor, dict[str, float]]:
+        torch.manual_seed(0)
+        model = TinyLM()
+        upd = PolicyUpdater(FakeEngine(model), AlgoConfig(name="grpo", loss_agg=agg, **algo), temperature=1.0)  # type: ignore[arg-type]
+        stats = upd.run(batch, UpdatePlan(epochs=1, mini_batches=1, micro_batch_size=2))
+        return _grads(model), stats
+
+    torch.manual_seed(0)
+    batch = pack(_group(), PAD)
+    with torch.no_grad():
+        lp, _ = response_logprobs(TinyLM(), batch, 1.0)
+    shift = torch.zeros(batch.size, 1)
+    shift[1] = -3.0
+    batch.sampler_logprobs = lp + shift
+    batch.sampler_valid = torch.ones(batch.size, dtype=torch.bool)
+    masked, stats = grads(batch, tis_seq_threshold=2.0)
+    assert stats["tis/seq_masked"] == pytest.approx(1 / 5)
+    assert stats["mismatch_kl"] > 0.1  # measured over every row, the dropped one included
+
+    reference = pack(_group(), PAD)
+    reference.mask[1] = 0
+    expected, _ = grads(reference)
+    assert masked.abs().sum() > 0 and torch.allclose(masked, expected, atol=1e-6)
+
+
 def test_mismatch_kl_is_logged_on_steps_that_skip_the_update() -> None:
     flat = [traj("f1", [1], [("model", [5, 6])], -1.0), traj("f1", [1], [("model", [6, 7])], -1.0)]
     for t in flat:

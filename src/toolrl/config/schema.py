@@ -372,8 +372,9 @@ class AlgoConfig:
     )
     tis_seq_threshold: Optional[float] = _f(
         None,
-        "Sequence-level mismatch mask: drop a response from the loss when its geometric-mean pi_train / pi_sampler "
-        "ratio is outside [1/threshold, threshold] (verl's geometric rejection); empty = off.",
+        "Sequence-level mismatch mask: reject a response from the update (loss and denominators) when its "
+        "geometric-mean pi_train / pi_sampler ratio is outside [1/threshold, threshold] (verl's geometric "
+        "rejection sampling); empty = off.",
     )
     gamma: float = _f(1.0, "PPO/GAE discount.")
     lam: float = _f(1.0, "PPO/GAE lambda.")

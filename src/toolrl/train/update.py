@@ -107,6 +107,7 @@ class PolicyUpdater:
         self.reduce = reduce
         self.world_size = world_size
         self.last_grad_norm: float | None = None
+        self._pre_stats: list[tuple[str, float, float]] = []  # metrics measured by prepare(), merged by run()
 
     # -- preparation ----------------------------------------------------------------------------------------
     @torch.no_grad()
@@ -124,13 +125,34 @@ class PolicyUpdater:
                                                   lambda v: self.reduce(v, "sum"))
         else:
             batch.advantages = outcome_advantages(batch, self.algo)
-        if plan.optimizer_steps > 1:
-            # After the first optimizer step the policy is no longer the sampler: freeze pi_old now.
+        seq_mask = self.algo.tis_seq_threshold is not None and batch.sampler_logprobs is not None
+        if plan.optimizer_steps > 1 or seq_mask:
+            # After the first optimizer step the policy is no longer the sampler: freeze pi_old now. The sequence
+            # mask needs it too, before the loss weights are set (see _drop_mismatched_sequences).
             batch.old_logprobs = self._forward_all(
                 batch, mb, lambda b: response_logprobs(self.policy, b, self.temperature)[0])
+        self._pre_stats = self._drop_mismatched_sequences(batch) if seq_mask else []
         if self.ref is not None and self.algo.kl_coef > 0:
             batch.ref_logprobs = self._forward_all(batch, mb, lambda b: response_logprobs(self.ref, b, self.temperature)[0])
         return batch
+
+    def _drop_mismatched_sequences(self, batch: RolloutBatch) -> list[tuple[str, float, float]]:
+        """The sequence-level mismatch mask (algo.tis_seq_threshold), applied to the loss mask before any loss
+        weight is computed: a dropped response leaves the update entirely, denominators included, as a rejected
+        sample should (its reward has already counted in its group's baseline). Returns the (metric, value, weight)
+        of ``mismatch_kl`` over every row, dropped ones included, and ``tis/seq_masked``."""
+        assert batch.old_logprobs is not None and batch.sampler_logprobs is not None and batch.sampler_valid is not None
+        valid = batch.sampler_valid.to(batch.mask.device)
+        vmask = batch.mask.bool() & valid.unsqueeze(-1)
+        rows = vmask.any(-1)
+        nvalid, nrows = float(vmask.sum().item()), float(rows.sum().item())
+        if nvalid == 0:
+            return []
+        old, sampler = batch.old_logprobs, batch.sampler_logprobs.to(batch.old_logprobs.device)
+        keep = sequence_mismatch_keep(old, sampler, vmask, self.algo.tis_seq_threshold) | ~rows  # type: ignore[arg-type]
+        batch.mask = batch.mask * keep.unsqueeze(-1).to(batch.mask.dtype)
+        return [("mismatch_kl", mismatch_kl(old, sampler, vmask), nvalid),
+                ("tis/seq_masked", float((~keep).sum().item()) / max(nrows, 1.0), nrows)]
 
     # -- optimisation ---------------------------------------------------------------------------------------
     def run(self, batch: RolloutBatch, plan: UpdatePlan, seed: int = 0) -> dict[str, float]:
@@ -143,6 +165,9 @@ class PolicyUpdater:
         def add(key: str, value: float, w: float) -> None:
             sums[key] = sums.get(key, 0.0) + value * w
             weights[key] = weights.get(key, 0.0) + w
+
+        for key, value, w in self._pre_stats:
+            add(key, value, w)
 
         for _epoch in range(plan.epochs):
             order = torch.randperm(batch.size, generator=gen) if plan.optimizer_steps > 1 else torch.arange(batch.size)
@@ -252,21 +277,14 @@ class PolicyUpdater:
         if nvalid == 0:
             return None
         sampler = micro.sampler_logprobs.to(train_lp.device)
-        add("mismatch_kl", mismatch_kl(train_lp, sampler, vmask), nvalid)
-        if algo.tis_cap is None and algo.tis_seq_threshold is None:
+        if algo.tis_seq_threshold is None:  # with the sequence mask, prepare() measured it before dropping rows
+            add("mismatch_kl", mismatch_kl(train_lp, sampler, vmask), nvalid)
+        if algo.tis_cap is None:
             return None
-        weights = torch.ones_like(train_lp, dtype=torch.float32)
-        if algo.tis_cap is not None:
-            tis, tstats = truncated_is_weights(train_lp, sampler, vmask, algo.tis_cap)
-            weights = torch.where(vmask, tis, weights)
-            add("tis/clip_frac", tstats["tis/clip_frac"], nvalid)
-            add("tis/weight_mean", tstats["tis/weight_mean"], nvalid)
-        if algo.tis_seq_threshold is not None:
-            rows = vmask.any(-1)
-            keep = sequence_mismatch_keep(train_lp, sampler, vmask, algo.tis_seq_threshold) | ~rows
-            weights = weights * keep.unsqueeze(-1).to(weights.dtype)
-            add("tis/seq_masked", float((~keep).sum().item()) / max(float(rows.sum().item()), 1.0), float(rows.sum().item()))
-        return weights
+        tis, tstats = truncated_is_weights(train_lp, sampler, vmask, algo.tis_cap)
+        add("tis/clip_frac", tstats["tis/clip_frac"], nvalid)
+        add("tis/weight_mean", tstats["tis/weight_mean"], nvalid)
+        return torch.where(vmask, tis, torch.ones_like(train_lp, dtype=torch.float32))
 
 
 def boundary_grad_norm(engine: Any) -> float | None:
