@@ -70,6 +70,20 @@ def test_a_failing_run_is_recorded_and_the_others_go_on(tmp_path, monkeypatch):
     assert len(invocations(tmp_path / "runs" / bad)) == 1
 
 
+def test_a_run_killed_by_sigkill_says_what_likely_killed_it_and_resumes(tmp_path, monkeypatch):
+    spec = small_spec(axes={"tool.max_calls": [1]})
+    (plan,) = spec.runs()
+    monkeypatch.setenv("STANDIN_STOP_AT", "2")
+    monkeypatch.setenv("STANDIN_KILLED", "1")
+    res = run_trial(plan, tmp_path / plan.name, launcher=launcher())
+    assert res.state == "failed" and res.returncode == -9
+    assert "killed by SIGKILL" in res.error and "out-of-memory" in res.error and "--parallel" in res.error
+    monkeypatch.delenv("STANDIN_STOP_AT")
+    monkeypatch.delenv("STANDIN_KILLED")
+    res = run_trial(plan, tmp_path / plan.name, launcher=launcher())
+    assert res.state == "finished" and res.resumed
+
+
 def test_rerun_skips_finished_and_resumes_interrupted_runs(tmp_path, monkeypatch):
     spec = small_spec(axes={"tool.max_calls": [0, 1]})
     first, second = spec.runs()

@@ -3,7 +3,8 @@
 run-directory contract (config.yaml, metrics.jsonl, checkpoints/latest, final/, eval/<bench>/results.json) fast.
 
 Behaviour switches (environment): STANDIN_FAIL=<run name> exits 3 for that run; STANDIN_STOP_AT=<step> makes
-a fresh run checkpoint and die at that step (an interrupted run); STANDIN_SLEEP=<s> sleeps after each step. Every invocation is appended to
+a fresh run checkpoint and die at that step (an interrupted run); STANDIN_SLEEP=<s> sleeps after each step;
+STANDIN_KILLED=1 makes that death a SIGKILL. Every invocation is appended to
 <run>/invocations.txt, and the thread count it got to <run>/threads.txt.
 """
 
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import sys
 import time
 from pathlib import Path
@@ -71,6 +73,8 @@ def _train(args: list[str]) -> int:
             (run_dir / "checkpoints" / "latest").write_text(str(step))
             time.sleep(float(os.environ.get("STANDIN_SLEEP", "0") or 0))
             if stop_at and not resume and step == stop_at:
+                if os.environ.get("STANDIN_KILLED"):  # as the out-of-memory killer would end it: no word of its own
+                    os.kill(os.getpid(), signal.SIGKILL)
                 return 1
         if cfg.eval.during_train_bench:  # like the trainer: greedy final evaluation of this one benchmark
             fh.write(json.dumps({"step": cfg.train.steps, "time": 2000.0,

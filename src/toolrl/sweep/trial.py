@@ -118,6 +118,20 @@ def _run_phase(argv: list[str], run_dir: Path, env: dict[str, str], stop: thread
                 return proc.wait()
 
 
+def exit_reason(phase: str, code: int) -> str:
+    """One line on why a phase ended badly; a killed process writes nothing of its own into the log."""
+    if code >= 0:
+        return f"{phase} exited with code {code}"
+    try:
+        name = signal.Signals(-code).name
+    except ValueError:
+        name = f"signal {-code}"
+    if -code == signal.SIGKILL:
+        return (f"{phase} was killed by {name}, most often the kernel's out-of-memory killer (see `dmesg`): run fewer "
+                "runs at once (--parallel) or make them smaller; running the sweep again resumes it")
+    return f"{phase} was killed by {name}; running the sweep again resumes it"
+
+
 def _terminate(proc: subprocess.Popen, grace_s: float = 20.0) -> None:
     """SIGINT first (the trainer checkpoints and exits cleanly), SIGKILL after a grace period."""
     for sig, wait in ((signal.SIGINT, grace_s), (signal.SIGKILL, 5.0)):
@@ -175,7 +189,7 @@ def run_trial(
             return TrialResult(run.name, "interrupted", code, status.resumed, "", time.time() - t0)
         if code != 0:
             status.state, status.returncode, status.ended = "failed", code, time.time()
-            status.error = log_tail(run_dir) or f"{phase} exited with code {code}"
+            status.error = "\n".join(p for p in (log_tail(run_dir), exit_reason(phase, code)) if p)
             write_status(run_dir, status)
             return TrialResult(run.name, "failed", code, status.resumed, status.error, time.time() - t0)
     status.state, status.returncode, status.ended, status.phase = "finished", 0, time.time(), ""
