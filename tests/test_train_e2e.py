@@ -257,7 +257,7 @@ def test_a_bfloat16_sampler_under_a_float32_trainer_is_corrected_by_tis(embedded
         _run(model_dir, tmp_path / dtype, monkeypatch, rollout__vllm__dtype=dtype, **common)
         (rec,) = [r for r in read(tmp_path / dtype) if r["step"] >= 1]
         kl[dtype] = rec["mismatch_kl"]
-        assert rec["tis/weight_mean"] <= 1.001 and rec["sync/logprob_diff"] < 5e-2
+        assert rec["tis/weight_mean"] <= 1.001 and rec["sync/logprob_diff"] < 0.1
     assert kl["bfloat16"] > 10 * kl["float32"], kl
     assert 0 < rec["tis/clip_frac"] < 1, rec["tis/clip_frac"]
 

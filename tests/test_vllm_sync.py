@@ -127,3 +127,35 @@ def _rss_mb() -> float:
             if line.startswith("VmRSS:"):
                 return int(line.split()[1]) / 1024
     return 0.0
+
+
+def test_a_bfloat16_sampler_is_checked_against_the_same_weights_in_bfloat16(model_dir: Path) -> None:
+    """rollout.vllm.dtype=bfloat16 under a float32 trainer: the sync check compares vLLM with the trainer's weights
+    cast to bfloat16, so it passes on fresh weights (and would still catch stale ones) instead of failing on the
+    precision gap, which is mismatch_kl's to measure. Large weights make that gap large in this tiny model."""
+    import torch
+
+    from toolrl.config.schema import RootConfig
+    from toolrl.rollout.vllm_engine import SYNC_PROBE_TEXT, _reference_logprobs, build_vllm_engine
+
+    cfg = RootConfig()
+    cfg.model.path = str(model_dir)
+    cfg.rollout.backend = "vllm"
+    cfg.rollout.vllm.max_model_len = 512
+    cfg.rollout.vllm.kv_cache_space_gb = 1
+    cfg.rollout.vllm.dtype = "bfloat16"
+    cfg.rollout.vllm.sync_check = False
+    eng = build_vllm_engine(cfg)
+    try:
+        trainer = _perturbed(model_dir, seed=3, scale=0.3)  # float32, as the trainer holds it
+        diff = {**eng.sync_weights(trainer), **eng.check_weights(trainer)}
+        ids = list(eng.tokenizer(SYNC_PROBE_TEXT, add_special_tokens=False)["input_ids"])
+        gap = (torch.tensor(eng.sequence_logprobs(ids)) - _reference_logprobs(trainer, ids)).abs().mean().item()
+        stale = eng.check_weights(_perturbed(model_dir, seed=4, scale=0.3))["mean"]
+        tol = eng._tolerance()
+    finally:
+        eng.close()
+    print(f"bf16 vs bf16 {diff['mean']:.2e}, bf16 vs fp32 {gap:.2e}, stale {stale:.2e}")
+    assert diff["method"] == "inplace" and diff["mean"] < tol == 0.1
+    assert gap > 1.5 * diff["mean"]  # comparing with the float32 weights would mix in the precision gap
+    assert stale > 10 * tol  # other weights are still caught, by a wide margin

@@ -124,7 +124,7 @@ class VLLMConfig:
     )
     sync_check_tol: Optional[float] = _f(
         None,
-        "Largest mean |logprob difference| the sync check accepts; empty = 1e-3 in float32, 5e-2 in bf16/fp16.",
+        "Largest mean |logprob difference| the sync check accepts; empty = 1e-3 in float32, 0.1 in bf16/fp16.",
     )
 
 
