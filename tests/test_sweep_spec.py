@@ -200,3 +200,16 @@ def test_zip_arms_may_share_a_value_on_one_axis():
         {"algo.overlong_filter": False, "algo.overlong_buffer": 32},
     ]
     assert len({r.name for r in spec.runs()}) == 3
+
+
+def test_the_seeds_of_a_sweep_sample_and_order_problems_differently():
+    """`seeds: [0, 1]` must give two different runs: run.seed drives the sampling seed and the problem order unless
+    a config sets them (before, both seeds of a point sampled the very same trajectories)."""
+    from toolrl.config.loader import load_config
+
+    spec = parse_spec({"name": "t", "axes": {"tool.max_calls": [1]}, "seeds": [0, 1]})
+    cfgs = [load_config(None, list(r.overrides)) for r in spec.runs()]
+    assert [c.rollout.seed for c in cfgs] == [0, 1] and [c.data.shuffle_seed for c in cfgs] == [0, 1]
+    pinned = parse_spec({"name": "t", "axes": {"tool.max_calls": [1]}, "seeds": [0, 1],
+                         "base": {"overrides": {"rollout.seed": 5}}})
+    assert {load_config(None, list(r.overrides)).rollout.seed for r in pinned.runs()} == {5}

@@ -156,7 +156,9 @@ class RolloutConfig:
     hf_admit_every: int = _f(
         8, "hf continuous batching: decode steps between admissions of waiting requests (a join copies the KV cache)."
     )
-    seed: int = _f(0, "Sampling seed.")
+    seed: Optional[int] = _f(
+        None, "Sampling seed; empty = run.seed, so the seeds of a sweep are independent repeats (not the same samples)."
+    )
     trajectory_timeout_s: float = _f(900.0, "A trajectory still running after this long is cut (finish_reason=timeout).")
     placement: str = _f(
         "local",
@@ -284,7 +286,9 @@ class DataConfig:
     )
     arith_digits: int = _f(4, "Digits per operand in the built-in arithmetic task.")
     arith_size: int = _f(2000, "Problems generated for the built-in arithmetic task.")
-    shuffle_seed: int = _f(0, "Seed for the order of training problems.")
+    shuffle_seed: Optional[int] = _f(
+        None, "Seed for the order of training problems (and the built-in task's generated training set); empty = run.seed."
+    )
 
 
 @dataclass
@@ -468,3 +472,11 @@ class RootConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     run: RunConfig = field(default_factory=RunConfig)
+
+    def __post_init__(self) -> None:
+        # Seeds left empty follow run.seed: `toolrl train run.seed=1` (and a sweep's `seeds:`) must change what is
+        # sampled and which problems come when, or "mean over seeds" would average one run with itself.
+        if self.rollout.seed is None:
+            self.rollout.seed = self.run.seed
+        if self.data.shuffle_seed is None:
+            self.data.shuffle_seed = self.run.seed
