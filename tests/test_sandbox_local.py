@@ -138,6 +138,9 @@ def test_dead_worker_is_replaced_and_call_retried(sandbox: LocalSandbox) -> None
     for w in sandbox._workers:
         assert w is not None and w.pid is not None
         os.kill(w.pid, signal.SIGKILL)
+        # Dead before the call: in a user namespace the handle's process is the parent outside, and its worker child
+        # dies only on the parent's exit (PDEATHSIG); on a loaded machine a call could still reach it in between.
+        w.proc.wait(timeout=10)
     r = run(sandbox, "print('after crash')")
     assert r.kind == ExecKind.OK and r.stdout == "after crash\n" and r.attempts >= 2
     assert sandbox.restarts > before
