@@ -107,7 +107,6 @@ class PolicyUpdater:
         self.reduce = reduce
         self.world_size = world_size
         self.last_grad_norm: float | None = None
-        self._pre_stats: list[tuple[str, float, float]] = []  # metrics measured by prepare(), merged by run()
 
     # -- preparation ----------------------------------------------------------------------------------------
     @torch.no_grad()
@@ -125,16 +124,17 @@ class PolicyUpdater:
                                                   lambda v: self.reduce(v, "sum"))
         else:
             batch.advantages = outcome_advantages(batch, self.algo)
-        seq_mask = self.algo.tis_seq_threshold is not None and batch.sampler_logprobs is not None
-        if plan.optimizer_steps > 1 or seq_mask:
+        if plan.optimizer_steps > 1 or self._masks_sequences(batch):
             # After the first optimizer step the policy is no longer the sampler: freeze pi_old now. The sequence
             # mask needs it too, before the loss weights are set (see _drop_mismatched_sequences).
             batch.old_logprobs = self._forward_all(
                 batch, mb, lambda b: response_logprobs(self.policy, b, self.temperature)[0])
-        self._pre_stats = self._drop_mismatched_sequences(batch) if seq_mask else []
         if self.ref is not None and self.algo.kl_coef > 0:
             batch.ref_logprobs = self._forward_all(batch, mb, lambda b: response_logprobs(self.ref, b, self.temperature)[0])
         return batch
+
+    def _masks_sequences(self, batch: RolloutBatch) -> bool:
+        return self.algo.tis_seq_threshold is not None and batch.sampler_logprobs is not None
 
     def _drop_mismatched_sequences(self, batch: RolloutBatch) -> list[tuple[str, float, float]]:
         """The sequence-level mismatch mask (algo.tis_seq_threshold), applied to the loss mask before any loss
@@ -157,6 +157,7 @@ class PolicyUpdater:
     # -- optimisation ---------------------------------------------------------------------------------------
     def run(self, batch: RolloutBatch, plan: UpdatePlan, seed: int = 0) -> dict[str, float]:
         batch = self.prepare(batch, plan)
+        pre_stats = self._drop_mismatched_sequences(batch) if self._masks_sequences(batch) else []
         gen = torch.Generator().manual_seed(seed)
         sums: dict[str, float] = {}
         weights: dict[str, float] = {}
@@ -166,7 +167,7 @@ class PolicyUpdater:
             sums[key] = sums.get(key, 0.0) + value * w
             weights[key] = weights.get(key, 0.0) + w
 
-        for key, value, w in self._pre_stats:
+        for key, value, w in pre_stats:
             add(key, value, w)
 
         for _epoch in range(plan.epochs):
